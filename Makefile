@@ -1,0 +1,35 @@
+# Set-up and entry points. Every target creates .venv in the checkout and installs the project first.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test test-slow weights bench-model venv clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	# The CPU wheel of torch 2.13.0 where it is at hand; otherwise pip resolves the range in pyproject.
+	$(BIN)/python -m pip install --quiet --only-binary=:all: torch==2.13.0 || true
+	$(BIN)/python -m pip install --quiet -e ".[test,train]"
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/python -m carla_eval.demo
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not slow"
+
+test-slow: $(STAMP)
+	$(BIN)/python -m pytest -q -m "slow"
+
+weights: $(STAMP)
+	$(BIN)/python -m training.make_weights
+
+bench-model: $(STAMP)
+	$(BIN)/python -m agent.model.benchmark --preset tiny
+
+clean:
+	rm -rf $(VENV) .pytest_cache
