@@ -23,7 +23,8 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow"
 
 test-slow: $(STAMP)
-	$(BIN)/python -m pytest -q -m "slow"
+	# exit code 5 = no slow test collected (e.g. a subset checkout); anything else fails
+	$(BIN)/python -m pytest -q -m "slow" || [ $$? -eq 5 ]
 
 weights: $(STAMP)
 	$(BIN)/python -m training.make_weights
