@@ -1,0 +1,170 @@
+"""The IK net: a cross-attention conditional diffusion denoiser for trajectories.
+
+It recovers the motion between two visual states, the current frame and the predicted future frame
+("inverse kinematics"), and nothing else: its only inputs are tensors of noisy waypoints, the
+diffusion timestep and the two token grids. There is no argument through which ego status, the
+route command or text could reach it.
+
+Queries (one per waypoint): Linear(noisy (x, y)) + timestep embedding + waypoint-index embedding.
+Keys/values: Linear(LayerNorm(tokens)) + token-position embedding (which camera patch; shared by the
+two frames) + a type embedding (0 = current, 1 = future), for the K current and K future tokens.
+Blocks (pre-norm): self-attention over waypoints, cross-attention to the 2K visual tokens, MLP.
+Output: LayerNorm + Linear -> [B, T, 2], the diffusion target (clean normalised trajectory for
+``prediction_type="sample"``, the noise for ``"epsilon"``). The scheduler lives outside.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .configuration import IKNetConfig
+
+CURRENT, FUTURE = 0, 1
+
+
+def timestep_embedding(timesteps: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
+    """Sinusoidal embedding [B, dim] of diffusion timesteps [B] (as in DDPM / transformer positions)."""
+    half = dim // 2
+    exponent = -math.log(max_period) * torch.arange(half, dtype=torch.float32, device=timesteps.device) / half
+    angles = timesteps.float()[:, None] * torch.exp(exponent)[None, :]  # [B, half]
+    emb = torch.cat([torch.sin(angles), torch.cos(angles)], dim=-1)  # [B, 2 * half]
+    if dim % 2:
+        emb = F.pad(emb, (0, 1))
+    return emb
+
+
+class Attention(nn.Module):
+    """Multi-head attention (no mask) with scaled_dot_product_attention."""
+
+    def __init__(self, width: int, num_heads: int, dropout: float) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        self.q = nn.Linear(width, width)
+        self.kv = nn.Linear(width, 2 * width)
+        self.out = nn.Linear(width, width)
+        self.dropout = dropout
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        b, n, w = x.shape
+        m = context.shape[1]
+        h = self.num_heads
+        q = self.q(x).view(b, n, h, w // h).transpose(1, 2)  # [B, h, N, w/h]
+        k, v = self.kv(context).view(b, m, 2, h, w // h).permute(2, 0, 3, 1, 4)  # 2 x [B, h, M, w/h]
+        p = self.dropout if self.training else 0.0
+        y = F.scaled_dot_product_attention(q, k, v, dropout_p=p)  # [B, h, N, w/h]
+        return self.out(y.transpose(1, 2).reshape(b, n, w))  # [B, N, w]
+
+
+class IKNetBlock(nn.Module):
+    def __init__(self, width: int, num_heads: int, mlp_ratio: float, dropout: float) -> None:
+        super().__init__()
+        self.norm_self = nn.LayerNorm(width)
+        self.self_attn = Attention(width, num_heads, dropout)
+        self.norm_cross = nn.LayerNorm(width)
+        self.cross_attn = Attention(width, num_heads, dropout)
+        self.norm_mlp = nn.LayerNorm(width)
+        hidden = int(round(width * mlp_ratio))
+        self.mlp = nn.Sequential(nn.Linear(width, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, width))
+
+    def forward(self, x: torch.Tensor, memory: torch.Tensor) -> torch.Tensor:
+        y = self.norm_self(x)
+        x = x + self.self_attn(y, y)  # waypoints attend to each other
+        x = x + self.cross_attn(self.norm_cross(x), memory)  # waypoints read the two frames
+        return x + self.mlp(self.norm_mlp(x))
+
+
+class IKNet(nn.Module):
+    """Denoiser eps_theta / x0_theta(noisy_traj, t | current tokens, future tokens).
+
+    Args:
+        config: width, depth, heads.
+        vision_size: D_vision of the visual tokens.
+        num_tokens: K, tokens per frame.
+        num_waypoints: T.
+    """
+
+    def __init__(self, config: IKNetConfig, vision_size: int, num_tokens: int, num_waypoints: int) -> None:
+        super().__init__()
+        self.config = config
+        self.vision_size = vision_size
+        self.num_tokens = num_tokens
+        self.num_waypoints = num_waypoints
+        width = config.hidden_size
+        self.traj_in = nn.Linear(2, width)
+        self.waypoint_embedding = nn.Parameter(torch.empty(num_waypoints, width))
+        self.time_mlp = nn.Sequential(nn.Linear(width, width), nn.SiLU(), nn.Linear(width, width))
+        self.memory_norm_in = nn.LayerNorm(vision_size)
+        self.memory_in = nn.Linear(vision_size, width)
+        self.token_position_embedding = nn.Parameter(torch.empty(num_tokens, width))
+        self.type_embedding = nn.Embedding(2, width)
+        self.memory_norm = nn.LayerNorm(width)
+        self.blocks = nn.ModuleList(
+            IKNetBlock(width, config.num_heads, config.mlp_ratio, config.dropout) for _ in range(config.num_layers)
+        )
+        self.norm_out = nn.LayerNorm(width)
+        self.out = nn.Linear(width, 2)
+        for p in (self.waypoint_embedding, self.token_position_embedding, self.type_embedding.weight):
+            nn.init.normal_(p, std=0.02)
+
+    def encode_memory(self, current_tokens: torch.Tensor, future_tokens: torch.Tensor) -> torch.Tensor:
+        """The cross-attention memory [B, 2K, W] from current and future tokens [B, K, D_vision].
+
+        It does not depend on the noisy trajectory or the timestep, so a sampling loop computes it
+        once and reuses it for every denoising step.
+        """
+        expected = (self.num_tokens, self.vision_size)
+        for name, t in (("current_tokens", current_tokens), ("future_tokens", future_tokens)):
+            if t.ndim != 3 or tuple(t.shape[1:]) != expected:
+                raise ValueError(f"{name}: expected [B, K={expected[0]}, D={expected[1]}], got {tuple(t.shape)}")
+        if current_tokens.shape[0] != future_tokens.shape[0]:
+            raise ValueError(
+                f"current_tokens/future_tokens: batch sizes differ ({current_tokens.shape[0]} vs {future_tokens.shape[0]})"
+            )
+        dtype = self.memory_in.weight.dtype
+        frames = torch.stack([current_tokens, future_tokens], dim=1).to(dtype)  # [B, 2, K, D]
+        mem = self.memory_in(self.memory_norm_in(frames))  # [B, 2, K, W]
+        mem = mem + self.token_position_embedding[None, None] + self.type_embedding.weight[None, :, None]
+        return self.memory_norm(mem.flatten(1, 2))  # [B, 2K, W]
+
+    def denoise(self, noisy_traj: torch.Tensor, timestep: torch.Tensor, memory: torch.Tensor) -> torch.Tensor:
+        """One network evaluation given a precomputed memory (see :meth:`encode_memory`).
+
+        Args:
+            noisy_traj: [B, T, 2] normalised noisy waypoints x_t.
+            timestep: int [B] or scalar diffusion step t.
+            memory: [B, 2K, W] from :meth:`encode_memory`.
+        Returns:
+            [B, T, 2] prediction of the configured target (clean sample or noise).
+        """
+        b = noisy_traj.shape[0]
+        if noisy_traj.ndim != 3 or tuple(noisy_traj.shape[1:]) != (self.num_waypoints, 2):
+            raise ValueError(f"noisy_traj: expected [B, T={self.num_waypoints}, 2], got {tuple(noisy_traj.shape)}")
+        if memory.shape[0] != b:
+            raise ValueError(f"memory: batch {memory.shape[0]} does not match noisy_traj batch {b}")
+        timestep = torch.as_tensor(timestep, device=noisy_traj.device)
+        if timestep.ndim == 0:
+            timestep = timestep.expand(b)
+        if tuple(timestep.shape) != (b,):
+            raise ValueError(f"timestep: expected a scalar or [B={b}], got {tuple(timestep.shape)}")
+        width = self.config.hidden_size
+        dtype = self.traj_in.weight.dtype
+        t_emb = self.time_mlp(timestep_embedding(timestep, width).to(dtype))  # [B, W]
+        x = self.traj_in(noisy_traj.to(dtype))  # [B, T, W]
+        x = x + self.waypoint_embedding[None] + t_emb[:, None, :]  # [B, T, W]
+        for block in self.blocks:
+            x = block(x, memory)  # [B, T, W]
+        return self.out(self.norm_out(x)).float()  # [B, T, 2]
+
+    def forward(
+        self,
+        noisy_traj: torch.Tensor,
+        timestep: torch.Tensor,
+        current_tokens: torch.Tensor,
+        future_tokens: torch.Tensor,
+    ) -> torch.Tensor:
+        """[B, T, 2] prediction from noisy waypoints, timestep and the two token grids [B, K, D]."""
+        return self.denoise(noisy_traj, timestep, self.encode_memory(current_tokens, future_tokens))

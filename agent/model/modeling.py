@@ -1,0 +1,136 @@
+"""The IK-grounded driving VLA: encoder -> VLA (future visual state) -> IK net (trajectory).
+
+Training objective (one batch, B samples)::
+
+    z_t     = E(I_t)                      current tokens          [B, K, D]
+    z_{t+h} = sg(E(I_{t+h}))              future target tokens    [B, K, D]  (stop-gradient)
+    z^_{t+h} = VLA(prompt, z_t)           predicted future tokens [B, K, D]
+    L_future = MSE or 1 - cos(z^_{t+h}, z_{t+h})
+    c       = teacher forcing: z_{t+h}, sg(z^_{t+h}) or a per-sample mix
+    x_0     = normalise(trajectory);  x_k = sqrt(a_k) x_0 + sqrt(1 - a_k) eps,  k ~ U{0..N-1}
+    L_traj  = || IK(x_k, k, sg(z_t), sg(c)) - (x_0 or eps) ||^2
+    L       = w_future * L_future + w_traj * L_traj
+
+The stop-gradients on the IK net's conditioning mean the trajectory loss trains the IK net only.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .base import DrivingModelBase
+from .configuration import IKDriveConfig
+from .diffusion import build_train_scheduler, random_normal, random_timesteps, random_uniform
+from .ik_net import IKNet
+from .interfaces import LossOutput, TrainingBatch
+from .vla import FutureStatePredictor
+
+
+def future_state_loss(predicted: torch.Tensor, target: torch.Tensor, kind: str) -> torch.Tensor:
+    """Regression loss between predicted and target tokens [B, K, D] ("mse" or "cosine")."""
+    if predicted.shape != target.shape:
+        raise ValueError(f"future tokens: predicted {tuple(predicted.shape)} vs target {tuple(target.shape)}")
+    if kind == "mse":
+        return F.mse_loss(predicted, target)
+    if kind == "cosine":
+        return (1.0 - F.cosine_similarity(predicted, target, dim=-1, eps=1e-6)).mean()
+    raise ValueError(f"future.loss: unknown value {kind!r}")
+
+
+class IKDriveModel(DrivingModelBase):
+    """Vision encoder + future-state VLA + IK net + trajectory normaliser.
+
+    Submodules: ``vision`` [B, N_cam, 3, H, W] -> [B, K, D_vision]; ``vla`` (prompt, current tokens)
+    -> predicted future tokens [B, K, D_vision]; ``ik_net`` (noisy trajectory, timestep, current,
+    future tokens) -> [B, T, 2]; ``normalizer``. Inference lives in :class:`IKDrivePipeline`.
+    """
+
+    config_class = IKDriveConfig
+
+    def __init__(
+        self,
+        config: IKDriveConfig,
+        tokenizer,
+        vision_backbone: nn.Module | None = None,
+        llm_backbone: nn.Module | None = None,
+    ) -> None:
+        super().__init__(config, tokenizer, vision_backbone=vision_backbone)
+        d_vision, k = config.vision.hidden_size, config.vision.tokens_per_frame
+        self.vla = FutureStatePredictor(config.llm, d_vision, k, llm=llm_backbone)
+        self.ik_net = IKNet(config.ik_net, d_vision, k, config.trajectory.num_waypoints)
+        self.train_scheduler = build_train_scheduler(config.ik_net)
+
+    def encode_frames(self, images: torch.Tensor, future_images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Current tokens (with gradient where the encoder trains) and stop-gradient future tokens.
+
+        The future tokens are always computed with the backbone in eval mode and without autograd.
+        """
+        b = images.shape[0]
+        if self.vision.frozen:
+            tokens = self.vision(torch.cat([images, future_images], dim=0))  # [2B, K, D], one pass
+            return tokens[:b], tokens[b:].detach()
+        current = self.vision(images)  # [B, K, D]
+        backbone = self.vision.backbone
+        was_training = backbone.training
+        try:
+            backbone.eval()  # the target is the deterministic encoder output (no RoPE jitter, no drop-path)
+            with torch.no_grad():
+                target = self.vision(future_images)  # [B, K, D], no graph at all
+        finally:
+            backbone.train(was_training)
+        return current, target
+
+    def teacher_forced_future(
+        self, target: torch.Tensor, predicted: torch.Tensor, generator: torch.Generator | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The future tokens the IK net trains on, and the per-sample ground-truth flag [B] (float).
+
+        "ground_truth": the encoder's tokens of the real future frame; "predicted": the VLA's
+        prediction; "mix": ground truth with probability ``teacher_forcing_gt_prob`` per sample.
+        Both are detached.
+        """
+        cfg = self.config.ik_net
+        b = target.shape[0]
+        if cfg.teacher_forcing == "ground_truth":
+            use_gt = torch.ones(b, dtype=torch.bool, device=target.device)
+        elif cfg.teacher_forcing == "predicted":
+            use_gt = torch.zeros(b, dtype=torch.bool, device=target.device)
+        else:
+            use_gt = random_uniform((b,), generator, target.device) < cfg.teacher_forcing_gt_prob
+        chosen = torch.where(use_gt[:, None, None], target.detach(), predicted.detach())  # [B, K, D]
+        return chosen, use_gt.float()
+
+    def compute_loss(self, batch: TrainingBatch, generator: torch.Generator | None = None) -> LossOutput:
+        """Future-state loss + diffusion loss for one batch (see the module docstring).
+
+        ``generator`` draws the diffusion noise, the timesteps and the teacher-forcing coin flips.
+        """
+        cfg = self.config
+        batch.validate_batch(cfg.num_cameras, cfg.image_size, cfg.num_waypoints, need_future=True)
+        self._require_fitted_normalizer()
+        batch = batch.to(self.device)
+        b = batch.batch_size
+
+        current, target = self.encode_frames(batch.images, batch.future_images)  # [B, K, D] each
+        input_ids, attention_mask = self.tokenize(batch)
+        predicted = self.vla(input_ids, attention_mask, current)  # [B, K, D]
+        loss_future = future_state_loss(predicted, target, cfg.future.loss)
+
+        condition, gt_flags = self.teacher_forced_future(target, predicted, generator)  # [B, K, D], [B]
+        x0 = self.normalizer.normalize(batch.trajectory)  # [B, T, 2]
+        noise = random_normal(tuple(x0.shape), generator, x0.device)
+        steps = random_timesteps(b, cfg.ik_net.num_train_timesteps, generator, x0.device)
+        noisy = self.train_scheduler.add_noise(x0, noise, steps)  # x_k
+        output = self.ik_net(noisy, steps, current.detach(), condition)  # [B, T, 2]
+        diffusion_target = x0 if cfg.ik_net.prediction_type == "sample" else noise
+        loss_traj = F.mse_loss(output, diffusion_target)
+
+        loss = cfg.future.loss_weight * loss_future + cfg.ik_net.loss_weight * loss_traj
+        terms = {
+            "future_state": loss_future.detach(),
+            "trajectory": loss_traj.detach(),
+            "future_gt_fraction": gt_flags.mean().detach(),
+        }
+        return LossOutput(loss=loss, terms=terms)

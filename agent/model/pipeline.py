@@ -1,0 +1,185 @@
+"""Inference pipelines: inputs -> planned trajectory, with per-stage timings.
+
+``load_pipeline(path, device)`` reads a checkpoint folder and returns the pipeline of its model type;
+both pipelines have the same call and return a :class:`PlanOutput`::
+
+    pipe = load_pipeline("weights/ik-tiny", device="cpu")
+    out = pipe(DrivingInputs(...), num_inference_steps=None, generator=torch.Generator().manual_seed(0))
+"""
+
+from __future__ import annotations
+
+import numbers
+import os
+import time
+
+import torch
+
+from .configuration import IKDriveConfig, ShortcutConfig, load_config
+from .diffusion import build_inference_scheduler, ddim_sample
+from .interfaces import DrivingInputs, PlanOutput
+from .modeling import IKDriveModel
+from .shortcut import ShortcutModel
+
+
+class _Stopwatch:
+    """Wall-clock marks in ms; waits for queued GPU work before each mark."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.cuda = device.type == "cuda"
+        self.start = self.last = self._now()
+        self.timings: dict[str, float] = {}
+
+    def _now(self) -> float:
+        if self.cuda:
+            torch.cuda.synchronize()
+        return time.perf_counter()
+
+    def mark(self, stage: str) -> None:
+        now = self._now()
+        self.timings[stage] = (now - self.last) * 1e3
+        self.last = now
+
+    def finish(self) -> dict[str, float]:
+        self.timings["total"] = (self._now() - self.start) * 1e3
+        return self.timings
+
+
+def _check_steps(steps: object, maximum: int | None) -> int:
+    """``steps`` as an int; ``ValueError`` unless it is an integer in [1, maximum]."""
+    if isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or steps < 1:
+        raise ValueError(f"num_inference_steps: must be an integer >= 1, got {steps!r}")
+    if maximum is not None and steps > maximum:
+        raise ValueError(f"num_inference_steps: {steps} exceeds the {maximum} training timesteps")
+    return int(steps)
+
+
+class _PipelineBase:
+    def __init__(self, model) -> None:
+        self.model = model
+
+    @property
+    def config(self) -> IKDriveConfig | ShortcutConfig:
+        """The model config: ``num_cameras``, ``image_size`` (H, W), ``num_waypoints``, ``waypoint_dt``."""
+        return self.model.config
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.device
+
+    def to(self, device: str | torch.device) -> "_PipelineBase":
+        self.model.to(torch.device(device))
+        return self
+
+    def _prepare(self, inputs: DrivingInputs) -> DrivingInputs:
+        if not isinstance(inputs, DrivingInputs):
+            raise TypeError(f"inputs: expected DrivingInputs, got {type(inputs).__name__}")
+        inputs.validate(self.config.num_cameras, self.config.image_size)
+        return inputs.to(self.device)
+
+    def __call__(
+        self,
+        inputs: DrivingInputs,
+        num_inference_steps: int | None = None,
+        generator: torch.Generator | None = None,
+    ) -> PlanOutput:
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            with torch.inference_mode():
+                return self._plan(inputs, num_inference_steps, generator)
+        finally:
+            self.model.train(was_training)
+
+    def _plan(self, inputs, num_inference_steps, generator) -> PlanOutput:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+class IKDrivePipeline(_PipelineBase):
+    """Encoder -> VLA (predicted future tokens) -> IK net with a DDIM loop -> trajectory (m).
+
+    Args:
+        model: an :class:`IKDriveModel`.
+        scheduler: a diffusers DDIM scheduler; built from ``model.config.ik_net`` when omitted.
+
+    Deterministic for a given ``generator`` (it only draws the initial noise; DDIM runs with eta=0).
+    Without a generator the global torch RNG is used.
+    """
+
+    def __init__(self, model: IKDriveModel, scheduler=None) -> None:
+        if not isinstance(model, IKDriveModel):
+            raise TypeError(f"model: expected IKDriveModel, got {type(model).__name__}")
+        super().__init__(model)
+        self.scheduler = scheduler if scheduler is not None else build_inference_scheduler(model.config.ik_net)
+
+    def _plan(self, inputs, num_inference_steps, generator) -> PlanOutput:
+        model = self.model
+        steps = model.config.ik_net.num_inference_steps if num_inference_steps is None else num_inference_steps
+        steps = _check_steps(steps, model.config.ik_net.num_train_timesteps)
+        watch = _Stopwatch(self.device)
+        inputs = self._prepare(inputs)
+        current = model.vision(inputs.images)  # [B, K, D]
+        watch.mark("encoder")
+        input_ids, attention_mask = model.tokenize(inputs)
+        future = model.vla(input_ids, attention_mask, current)  # [B, K, D]
+        watch.mark("vla")
+        memory = model.ik_net.encode_memory(current, future)  # [B, 2K, W], shared by all steps
+        shape = (inputs.batch_size, self.config.num_waypoints, 2)
+        x0 = ddim_sample(
+            lambda x, t: model.ik_net.denoise(x, t, memory), self.scheduler, shape, steps, generator, self.device
+        )  # [B, T, 2] normalised
+        trajectory = model.normalizer.unnormalize(x0)  # [B, T, 2] m, ego frame
+        watch.mark("ik_net")
+        return PlanOutput(trajectory=trajectory.float(), future_tokens=future.float(), timings=watch.finish())
+
+
+class ShortcutPipeline(_PipelineBase):
+    """Encoder -> LLM with waypoint queries -> MLP head -> trajectory (m).
+
+    Same call as :class:`IKDrivePipeline`; ``num_inference_steps`` and ``generator`` are accepted and
+    unused (the head is a deterministic regression). ``future_tokens`` is ``None``; the "ik_net"
+    timing is the regression head (with un-normalisation).
+    """
+
+    def __init__(self, model: ShortcutModel) -> None:
+        if not isinstance(model, ShortcutModel):
+            raise TypeError(f"model: expected ShortcutModel, got {type(model).__name__}")
+        super().__init__(model)
+
+    def _plan(self, inputs, num_inference_steps, generator) -> PlanOutput:
+        if num_inference_steps is not None:
+            _check_steps(num_inference_steps, None)
+        model = self.model
+        watch = _Stopwatch(self.device)
+        inputs = self._prepare(inputs)
+        current = model.vision(inputs.images)  # [B, K, D]
+        watch.mark("encoder")
+        input_ids, attention_mask = model.tokenize(inputs)
+        hidden = model.vla(input_ids, attention_mask, current)  # [B, T, D_llm]
+        watch.mark("vla")
+        trajectory = model.normalizer.unnormalize(model.head(hidden).float())  # [B, T, 2] m
+        watch.mark("ik_net")
+        return PlanOutput(trajectory=trajectory.float(), future_tokens=None, timings=watch.finish())
+
+
+MODEL_CLASSES = {IKDriveConfig.model_type: IKDriveModel, ShortcutConfig.model_type: ShortcutModel}
+
+
+def build_pipeline(model: IKDriveModel | ShortcutModel) -> IKDrivePipeline | ShortcutPipeline:
+    """The pipeline that fits an in-memory model."""
+    if isinstance(model, IKDriveModel):
+        return IKDrivePipeline(model)
+    if isinstance(model, ShortcutModel):
+        return ShortcutPipeline(model)
+    raise TypeError(f"model: expected IKDriveModel or ShortcutModel, got {type(model).__name__}")
+
+
+def load_model(path: str | os.PathLike[str], device: str | torch.device = "cpu") -> IKDriveModel | ShortcutModel:
+    """Load a checkpoint folder as the model class named by its config's ``model_type``."""
+    config = load_config(path)
+    return MODEL_CLASSES[config.model_type].from_pretrained(path, device=device)
+
+
+def load_pipeline(path: str | os.PathLike[str], device: str | torch.device = "cpu") -> IKDrivePipeline | ShortcutPipeline:
+    """Load a checkpoint folder (IK model or shortcut baseline) and wrap it in its pipeline."""
+    return build_pipeline(load_model(path, device=device))

@@ -1,0 +1,223 @@
+"""The IK model's grounding properties: what the IK net can see, and where gradients flow."""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+
+import pytest
+import torch
+
+from agent.model import DrivingInputs, IKDriveModel, IKNet, TrainingBatch, build_pipeline, build_preset
+from agent.model.configuration import IKNetConfig
+
+torch.set_num_threads(1)
+
+
+def make_batch(config, batch: int, seed: int = 0) -> TrainingBatch:
+    g = torch.Generator().manual_seed(seed)
+    h, w = config.image_size
+    shape = (batch, config.num_cameras, 3, h, w)
+    return TrainingBatch(
+        images=torch.rand(shape, generator=g),
+        command=torch.randint(1, 7, (batch,), generator=g),
+        speed=torch.rand(batch, generator=g) * 12.0,
+        acceleration=torch.randn(batch, generator=g),
+        target_point=torch.randn(batch, 2, generator=g) * 10.0,
+        future_images=torch.rand(shape, generator=g),
+        trajectory=torch.randn(batch, config.num_waypoints, 2, generator=g).cumsum(dim=1),
+    )
+
+
+def build(seed: int = 0, **overrides) -> IKDriveModel:
+    model = build_preset("tiny", seed=seed, **overrides)
+    g = torch.Generator().manual_seed(5)
+    model.normalizer.fit(torch.randn(32, model.config.num_waypoints, 2, generator=g).cumsum(dim=1))
+    return model.train()
+
+
+def grad_norm(module: torch.nn.Module) -> float:
+    return float(sum(p.grad.abs().sum() for p in module.parameters() if p.grad is not None))
+
+
+def test_ik_net_forward_takes_only_tensors_of_trajectory_time_and_tokens():
+    params = inspect.signature(IKNet.forward).parameters
+    assert list(params) == ["self", "noisy_traj", "timestep", "current_tokens", "future_tokens"]
+    assert all(p.kind is p.POSITIONAL_OR_KEYWORD for p in list(params.values())[1:])
+    with pytest.raises(TypeError):
+        IKNet(IKNetConfig(hidden_size=32, num_layers=1, num_heads=2), 16, 4, 6)(
+            torch.zeros(1, 6, 2), torch.zeros(1), torch.zeros(1, 4, 16), torch.zeros(1, 4, 16), speed=torch.zeros(1)
+        )
+
+
+def test_trajectory_ignores_ego_status_and_command_when_visual_tokens_are_fixed():
+    """Changing speed/command/target changes the prompt and so the VLA's prediction; fixing the
+    visual tokens fed to the IK net, the plan must not move at all."""
+    model = build().eval()
+    batch = make_batch(model.config, 2)
+    with torch.no_grad():
+        current = model.vision(batch.images)
+        ids, mask = model.tokenize(batch)
+        future = model.vla(ids, mask, current)
+        changed = dataclasses.replace(
+            batch.inputs, command=torch.tensor([2, 5]), speed=batch.speed + 7.0,
+            acceleration=batch.acceleration - 2.0, target_point=batch.target_point * -1.0,
+        )
+        ids2, mask2 = model.tokenize(changed)
+        future2 = model.vla(ids2, mask2, current)
+        assert not torch.allclose(future, future2)  # the prompt does reach the VLA
+
+        x = torch.randn(2, 6, 2, generator=torch.Generator().manual_seed(0))
+        t = torch.tensor([10, 500])
+        out = model.ik_net(x, t, current, future)
+        # Same visual tokens, whatever the ego status: the IK net has no other input.
+        assert torch.equal(out, model.ik_net(x, t, current.clone(), future.clone()))
+        # Different visual tokens (current or future) do change the output.
+        assert not torch.allclose(out, model.ik_net(x, t, current + 0.5 * torch.randn_like(current), future))
+        assert not torch.allclose(out, model.ik_net(x, t, current, future2))
+
+
+def test_plan_changes_when_only_the_image_changes():
+    model = build().eval()
+    pipe = build_pipeline(model)
+    batch = make_batch(model.config, 1)
+    inputs = batch.inputs
+    a = pipe(inputs, generator=torch.Generator().manual_seed(0))
+    other = dataclasses.replace(inputs, images=torch.rand_like(inputs.images))
+    b = pipe(other, generator=torch.Generator().manual_seed(0))
+    assert not torch.allclose(a.trajectory, b.trajectory)
+
+
+def test_trajectory_loss_gradients_do_not_reach_the_vla_or_encoder():
+    model = build(teacher_forcing="predicted")
+    # Back-propagate the diffusion (trajectory) term alone.
+    loss_traj = _trajectory_term(model, make_batch(model.config, 2))
+    loss_traj.backward()
+    assert grad_norm(model.ik_net) > 0
+    assert grad_norm(model.vla) == 0.0
+    assert grad_norm(model.vision) == 0.0
+    # ... while the future-state term does train the VLA and the (trainable) encoder.
+    model.zero_grad(set_to_none=True)
+    out = model.compute_loss(make_batch(model.config, 2), generator=torch.Generator().manual_seed(0))
+    out.loss.backward()
+    assert grad_norm(model.vla) > 0 and grad_norm(model.vision.backbone) > 0
+
+
+def _trajectory_term(model: IKDriveModel, batch: TrainingBatch) -> torch.Tensor:
+    """compute_loss with the future-state weight set to zero: only the trajectory term has gradient."""
+    cfg = model.config
+    model.config = dataclasses.replace(cfg, future=dataclasses.replace(cfg.future, loss_weight=0.0))
+    try:
+        out = model.compute_loss(batch, generator=torch.Generator().manual_seed(0))
+    finally:
+        model.config = cfg
+    assert out.terms["trajectory"] > 0
+    return out.loss
+
+
+def test_future_state_target_receives_no_gradient():
+    model = build()  # trainable encoder: the current frame's tokens do carry gradient
+    batch = make_batch(model.config, 2)
+    batch.images.requires_grad_(True)
+    batch.future_images.requires_grad_(True)
+    out = model.compute_loss(batch, generator=torch.Generator().manual_seed(0))
+    out.loss.backward()
+    assert batch.images.grad is not None and batch.images.grad.abs().sum() > 0
+    assert batch.future_images.grad is None
+
+
+def test_frozen_encoder_gets_no_gradient_and_stays_in_eval_mode():
+    model = build(freeze_vision=True)
+    assert model.vision_frozen and not model.vision.backbone.training
+    out = model.compute_loss(make_batch(model.config, 2), generator=torch.Generator().manual_seed(0))
+    out.loss.backward()
+    assert all(p.grad is None for p in model.vision.backbone.parameters())
+    assert grad_norm(model.vla) > 0
+    model.set_vision_frozen(False)
+    assert model.vision.backbone.training and not model.config.vision.freeze
+    model.set_vision_frozen(True)
+    assert model.config.vision.freeze
+
+
+@pytest.mark.parametrize(("mode", "prob", "expected"), [("ground_truth", 0.5, 1.0), ("predicted", 0.5, 0.0), ("mix", 1.0, 1.0), ("mix", 0.0, 0.0)])
+def test_teacher_forcing_modes(mode, prob, expected):
+    model = build(teacher_forcing=mode, teacher_forcing_gt_prob=prob)
+    out = model.compute_loss(make_batch(model.config, 4), generator=torch.Generator().manual_seed(0))
+    assert float(out.terms["future_gt_fraction"]) == expected
+
+
+def test_teacher_forcing_mix_selects_per_sample():
+    model = build()
+    target = torch.zeros(64, 3, 5)
+    predicted = torch.ones(64, 3, 5, requires_grad=True)
+    chosen, flags = model.teacher_forced_future(target, predicted, torch.Generator().manual_seed(0))
+    assert not chosen.requires_grad
+    per_sample = chosen[:, 0, 0]
+    assert torch.equal(per_sample, 1.0 - flags)  # gt (0) where flagged, prediction (1) elsewhere
+    assert 0 < flags.sum() < 64
+
+
+def test_compute_loss_is_deterministic_with_a_generator():
+    model = build().eval()  # eval: no dropout anywhere
+    batch = make_batch(model.config, 3)
+    a = model.compute_loss(batch, generator=torch.Generator().manual_seed(11))
+    b = model.compute_loss(batch, generator=torch.Generator().manual_seed(11))
+    c = model.compute_loss(batch, generator=torch.Generator().manual_seed(12))
+    assert torch.equal(a.loss, b.loss)
+    assert not torch.equal(a.terms["trajectory"], c.terms["trajectory"])
+
+
+@pytest.mark.parametrize("loss", ["mse", "cosine"])
+def test_both_future_losses_and_prediction_types_train(loss):
+    for prediction_type in ("sample", "epsilon"):
+        model = build(future_loss=loss, prediction_type=prediction_type)
+        out = model.compute_loss(make_batch(model.config, 2), generator=torch.Generator().manual_seed(0))
+        assert torch.isfinite(out.loss) and out.terms["future_state"] > 0
+        out.loss.backward()
+        assert grad_norm(model.ik_net) > 0
+
+
+def test_a_few_steps_reduce_the_loss_on_one_batch():
+    model = build(seed=1)
+    batch = make_batch(model.config, 4)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    losses = []
+    for step in range(12):
+        out = model.compute_loss(batch, generator=torch.Generator().manual_seed(step % 2))
+        opt.zero_grad()
+        out.loss.backward()
+        opt.step()
+        losses.append(float(out.loss.detach()))
+    assert min(losses[-3:]) < losses[0]
+
+
+def test_missing_future_images_are_reported():
+    model = build()
+    batch = make_batch(model.config, 1)
+    batch.future_images = None
+    with pytest.raises(TypeError, match="future_images"):
+        model.compute_loss(batch)
+
+
+def test_driving_inputs_are_a_subset_of_training_batch_fields():
+    names = [f.name for f in dataclasses.fields(DrivingInputs)]
+    batch_names = [f.name for f in dataclasses.fields(TrainingBatch)]
+    assert batch_names == names + ["future_images", "trajectory"]
+
+
+def test_future_target_is_the_eval_mode_encoder_output_while_training():
+    """With DINOv3's RoPE augmentation on and the encoder training, only the current frame jitters."""
+    base = build_preset("tiny")
+    cfg = base.config
+    vision = dataclasses.replace(cfg.vision, backbone=dict(cfg.vision.backbone, pos_embed_rescale=2.0))
+    model = IKDriveModel(dataclasses.replace(cfg, vision=vision), base.tokenizer).train()
+    batch = make_batch(model.config, 2)
+    torch.manual_seed(0)
+    current_a, target_a = model.encode_frames(batch.images, batch.future_images)
+    current_b, target_b = model.encode_frames(batch.images, batch.future_images)
+    assert model.vision.backbone.training  # restored
+    assert not torch.allclose(current_a, current_b)  # augmentation is active for the current frame
+    assert torch.equal(target_a, target_b)
+    model.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(target_a, model.vision(batch.future_images))
