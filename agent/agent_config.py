@@ -1,0 +1,268 @@
+"""The agent's YAML configuration as a typed, validated dataclass.
+
+``setup()`` receives the path of a YAML file (or, from Bench2Drive's evaluator,
+``"<config>+<save_name>"``; see :func:`split_setup_argument`). Example (agent/configs/):
+
+.. code-block:: yaml
+
+    model: ../../weights/ik-tiny      # model folder, relative to this YAML file
+    device: cpu                       # cpu | cuda | cuda:N
+    rig: sandbox-bev                  # agent/rigs.py
+    planning_hz: 10.0                 # model rate; control runs every tick (20 Hz)
+    controller: {...}                 # agent.controller.ControllerConfig fields
+    safety: {max_speed_mps: 20.0}
+    creep: {stuck_ticks: 800}
+    route: {reach_radius_m: 4.0}
+
+Every key and its type is checked: an unknown key or a wrong type raises :class:`ConfigError`
+naming the key (``creep.stuk_ticks: unknown key ...``). Loading has no side effects: the
+``SAVE_PATH`` fallback of Bench2Drive is applied by the agent in ``setup``, not here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Union
+
+from agent.creep import CreepConfig
+from agent.rigs import RIGS
+from agent.route_planner import RoutePlannerConfig
+from agent.safety import SafetyConfig
+from agent.sensor_io import ACCELERATION_SOURCES
+
+_DEVICE_RE = re.compile(r"^(cpu|cuda|cuda:\d+|mps)$")
+
+
+class ConfigError(ValueError):
+    """An invalid agent configuration; the message names the key."""
+
+
+def _controller_config_cls() -> type:
+    from agent.controller import ControllerConfig
+
+    return ControllerConfig
+
+
+def _default_controller() -> Any:
+    return _controller_config_cls()()
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    """Everything the IKAgent needs, typed.
+
+    Attributes:
+        model: model folder (``save_pretrained`` layout); relative paths in YAML are resolved
+            against the YAML file's folder.
+        device: torch device: "cpu", "cuda", "cuda:N" (or "mps").
+        rig: sensor rig name (agent/rigs.py): "carla-3cam" or "sandbox-bev".
+        planning_hz: how often the model plans (Hz). Between plans the last plan is moved into the
+            current ego frame (agent/odometry.py). >= the tick rate plans every tick.
+        num_inference_steps: diffusion denoising steps (None: the model's default).
+        seed: seed of the diffusion sampler's generator (plans are reproducible per route).
+        num_threads: torch CPU threads (None: leave torch's default).
+        lat_ref, lon_ref: the map's geo-reference in degrees (CARLA towns: 0, 0).
+        acceleration_source: "imu" (accelerometer x) or "speed" (speed differences).
+        max_abs_acceleration: clip of the decoded acceleration (m/s^2).
+        controller: ``agent.controller.ControllerConfig`` (PID gains and limits).
+        route: route planner settings.
+        creep: stand-still creep settings.
+        safety: speed and throttle limits, warning rate.
+        debug_frames: keep a :class:`agent.debug_frame.DebugFrame` per tick for videos.
+        save_path: Bench2Drive metric_info root: ``<save_path>/<save_name>/metric_info.json`` (None:
+            the agent falls back to the ``SAVE_PATH`` environment variable, as Bench2Drive's scripts
+            set it; none at all: no metric_info).
+        metric_info_every: rewrite metric_info.json every this many ticks (0: only at the end).
+    """
+
+    model: Path
+    device: str = "cpu"
+    rig: str = "sandbox-bev"
+    planning_hz: float = 10.0
+    num_inference_steps: int | None = None
+    seed: int = 0
+    num_threads: int | None = None
+    lat_ref: float = 0.0
+    lon_ref: float = 0.0
+    acceleration_source: str = "imu"
+    max_abs_acceleration: float = 15.0
+    controller: Any = field(default_factory=_default_controller)
+    route: RoutePlannerConfig = field(default_factory=RoutePlannerConfig)
+    creep: CreepConfig = field(default_factory=CreepConfig)
+    safety: SafetyConfig = field(default_factory=SafetyConfig)
+    debug_frames: bool = False
+    save_path: Path | None = None
+    metric_info_every: int = 100
+
+    def __post_init__(self) -> None:
+        if not _DEVICE_RE.match(self.device):
+            raise ConfigError(f"device: {self.device!r} is not 'cpu', 'cuda', 'cuda:N' or 'mps'")
+        if self.rig not in RIGS:
+            raise ConfigError(f"rig: unknown rig {self.rig!r}; known rigs: {sorted(RIGS)}")
+        if not (math.isfinite(self.planning_hz) and self.planning_hz > 0):
+            raise ConfigError(f"planning_hz: must be > 0, got {self.planning_hz}")
+        if self.num_inference_steps is not None and self.num_inference_steps < 1:
+            raise ConfigError(f"num_inference_steps: must be >= 1, got {self.num_inference_steps}")
+        if self.num_threads is not None and self.num_threads < 1:
+            raise ConfigError(f"num_threads: must be >= 1, got {self.num_threads}")
+        if self.acceleration_source not in ACCELERATION_SOURCES:
+            raise ConfigError(
+                f"acceleration_source: {self.acceleration_source!r} is not one of {list(ACCELERATION_SOURCES)}"
+            )
+        if not self.max_abs_acceleration > 0:
+            raise ConfigError(f"max_abs_acceleration: must be > 0, got {self.max_abs_acceleration}")
+        if self.metric_info_every < 0:
+            raise ConfigError(f"metric_info_every: must be >= 0, got {self.metric_info_every}")
+        if not (-85.0 < self.lat_ref < 85.0 and -180.0 <= self.lon_ref <= 180.0):
+            raise ConfigError(f"lat_ref/lon_ref: out of range ({self.lat_ref}, {self.lon_ref})")
+
+
+# --------------------------------------------------------------------------- parsing
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", str(tp))
+
+
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    """Check ``value`` against the annotation ``tp``; return it converted (int -> float, str -> Path)."""
+    origin = typing.get_origin(tp)
+    if origin in (Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, where)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(errors[0] if len(errors) == 1 else f"{where}: {value!r} does not fit {tp}")
+    if origin is tuple:
+        args = typing.get_args(tp)
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list, got {type(value).__name__} {value!r}")
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_coerce(v, args[0], f"{where}[{i}]") for i, v in enumerate(value))
+        if len(value) != len(args):
+            raise ConfigError(f"{where}: expected {len(args)} values, got {len(value)}")
+        return tuple(_coerce(v, a, f"{where}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
+    if origin is typing.Literal:
+        if value not in typing.get_args(tp):
+            raise ConfigError(f"{where}: {value!r} is not one of {list(typing.get_args(tp))}")
+        return value
+    if dataclasses.is_dataclass(tp):
+        return build_dataclass(tp, value, where)
+    if tp is Any:
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true/false, got {type(value).__name__} {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where}: expected an integer, got {type(value).__name__} {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ConfigError(f"{where}: expected a finite number, got {type(value).__name__} {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: expected a string, got {type(value).__name__} {value!r}")
+        return value
+    if tp is Path:
+        if not isinstance(value, (str, Path)) or not str(value):
+            raise ConfigError(f"{where}: expected a path string, got {type(value).__name__} {value!r}")
+        return Path(value)
+    raise ConfigError(f"{where}: unsupported type {_type_name(tp)} in the config schema")
+
+
+def build_dataclass(cls: type, data: Any, where: str = "") -> Any:
+    """Build dataclass ``cls`` from a mapping, rejecting unknown keys and wrong types by name.
+
+    A ``ValueError`` raised by the dataclass's own validation becomes a :class:`ConfigError`
+    prefixed with ``where``.
+    """
+    prefix = f"{where}." if where else ""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where or 'config'}: expected a mapping, got {type(data).__name__} {data!r}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls) if f.init}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ConfigError(f"{prefix}{unknown[0]}: unknown key; known keys are {sorted(names)}")
+    kwargs = {}
+    for key, value in data.items():
+        if not isinstance(key, str):
+            raise ConfigError(f"{prefix}{key!r}: keys must be strings")
+        tp = hints[key]
+        if cls is AgentConfig and key == "controller":
+            tp = _controller_config_cls()
+        kwargs[key] = _coerce(value, tp, f"{prefix}{key}")
+    try:
+        return cls(**kwargs)
+    except ConfigError:
+        raise
+    except TypeError as exc:  # a missing required field
+        raise ConfigError(f"{where or 'config'}: {exc}") from None
+    except ValueError as exc:
+        message = str(exc)
+        if prefix and not message.startswith(prefix):
+            message = f"{prefix}{message}"
+        raise ConfigError(message) from None
+
+
+def agent_config_from_dict(data: Any, base_dir: Path | None = None) -> AgentConfig:
+    """An :class:`AgentConfig` from a parsed YAML mapping; relative ``model``/``save_path`` resolve
+    against ``base_dir`` (the YAML file's folder)."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"config: expected a mapping at the top level, got {type(data).__name__}")
+    if "model" not in data:
+        raise ConfigError("model: required key missing (the model folder, relative to the YAML file)")
+    config = build_dataclass(AgentConfig, data)
+    if base_dir is not None:
+        updates = {}
+        if not config.model.is_absolute():
+            updates["model"] = (Path(base_dir) / config.model).resolve()
+        if config.save_path is not None and not config.save_path.is_absolute():
+            updates["save_path"] = (Path(base_dir) / config.save_path).resolve()
+        if updates:
+            config = dataclasses.replace(config, **updates)
+    return config
+
+
+def load_agent_config(path: str | Path) -> AgentConfig:
+    """Read and validate an agent YAML file."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"agent config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({exc})") from None
+    try:
+        return agent_config_from_dict(data, base_dir=path.parent)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+
+
+def split_setup_argument(path_to_conf_file: str) -> tuple[str, str | None]:
+    """``"<config>"`` -> (config, None); Bench2Drive's ``"<config>+<save_name>"`` -> (config, save_name).
+
+    Bench2Drive's evaluator appends ``+<save_name>`` once per route to the same argument string, so
+    a later route sees ``"<config>+<name1>+<name2>"``: the config is the first part and the save
+    name the last.
+    """
+    parts = str(path_to_conf_file).split("+")
+    config = parts[0]
+    save_name = parts[-1] if len(parts) > 1 and parts[-1] else None
+    return config, save_name
