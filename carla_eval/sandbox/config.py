@@ -1,0 +1,112 @@
+"""Typed configuration of the sandbox backend (every knob in one serialisable dataclass).
+
+This module imports nothing heavy (no highway-env, no pygame), so a harness can build and check a
+configuration before any simulator code is loaded.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Literal
+
+from carla_eval.sandbox.vehicle_model import VehicleModelConfig
+
+
+@dataclass(frozen=True)
+class CriteriaConfig:
+    """Route criteria (see carla_eval/sandbox/criteria.py): metres, seconds, m/s."""
+
+    completion_radius: float = 10.0
+    completion_window: int = 60
+    deviation_distance: float = 30.0
+    blocked_speed: float = 0.1
+    blocked_time: float = 60.0
+    timeout_base: float = 60.0
+    timeout_speed: float = 3.0
+    max_ticks: int | None = None
+    collision_repeat_time: float = 5.0
+    collision_repeat_distance: float = 3.0
+    min_speed_checkpoints: int = 20
+    min_speed_radius: float = 50.0
+    offroad_type_id: str = "static.sandbox.roadside"
+
+
+@dataclass(frozen=True)
+class TrafficConfig:
+    """Background traffic (see carla_eval/sandbox/traffic.py): metres, ticks."""
+
+    enabled: bool = True
+    active_radius: float = 230.0
+    spawn_ahead: float = 160.0
+    spawn_behind: float = 90.0
+    min_spawn_distance: float = 50.0
+    init_min_distance: float = 20.0
+    init_clear_behind: float = 70.0
+    max_vehicles: int = 26
+    manage_every: int = 5
+    density_scale: float = 1.0  # multiplies every stream's gaps (larger = sparser)
+
+
+@dataclass(frozen=True)
+class RoutePlanConfig:
+    """Route planning (see carla_eval/sandbox/route_plan.py): metres, degrees."""
+
+    spacing: float = 1.0
+    lane_change_length: float = 35.0
+    lane_change_penalty: float = 30.0
+    straight_threshold_deg: float = 45.0
+
+
+@dataclass(frozen=True)
+class SandboxConfig:
+    """Settings of :class:`~carla_eval.sandbox.backend.SandboxBackend`.
+
+    Attributes:
+        dt: simulation step, s (20 Hz like the leaderboard).
+        plan_sample_distance: metres between global-plan points given to the agent (Bench2Drive:
+            50; leaderboard 2.0: 200); None passes the dense 1 m route.
+        penalty_formula: leaderboard penalty formula for the route score ("2.0" or "2.1").
+        apply_min_speed_penalty: count min-speed messages in the penalty (off, as in Bench2Drive).
+        max_mount_distance: SENSORS-track mount radius check in metres (None: off; the top-down
+            camera is 20 m up).
+        record_metric_info: fill RouteOutcome.metric_info (Bench2Drive's per-tick vehicle state).
+    """
+
+    dt: float = 0.05
+    plan_sample_distance: float | None = 50.0
+    penalty_formula: Literal["2.0", "2.1"] = "2.0"
+    apply_min_speed_penalty: bool = False
+    max_mount_distance: float | None = None
+    record_metric_info: bool = True
+    vehicle: VehicleModelConfig = field(default_factory=VehicleModelConfig)
+    criteria: CriteriaConfig = field(default_factory=CriteriaConfig)
+    traffic: TrafficConfig = field(default_factory=TrafficConfig)
+    route_plan: RoutePlanConfig = field(default_factory=RoutePlanConfig)
+
+    def __post_init__(self) -> None:
+        if not self.dt > 0:
+            raise ValueError(f"SandboxConfig.dt must be > 0, got {self.dt}")
+        if self.plan_sample_distance is not None and not self.plan_sample_distance > 0:
+            raise ValueError(f"SandboxConfig.plan_sample_distance must be > 0 or None, got {self.plan_sample_distance}")
+        if self.penalty_formula not in ("2.0", "2.1"):
+            raise ValueError(f"SandboxConfig.penalty_formula must be '2.0' or '2.1', got {self.penalty_formula!r}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "SandboxConfig":
+        """Inverse of :meth:`to_dict`; unknown keys raise ValueError naming them."""
+        nested = {"vehicle": VehicleModelConfig, "criteria": CriteriaConfig, "traffic": TrafficConfig, "route_plan": RoutePlanConfig}
+        kwargs = {}
+        for key, value in data.items():
+            if key not in cls.__dataclass_fields__:
+                raise ValueError(f"unknown sandbox config key {key!r}; known: {sorted(cls.__dataclass_fields__)}")
+            if key in nested and isinstance(value, dict):
+                sub = nested[key]
+                bad = sorted(set(value) - set(sub.__dataclass_fields__))
+                if bad:
+                    raise ValueError(f"unknown keys in sandbox config {key!r}: {bad}")
+                value = sub(**value)
+            kwargs[key] = value
+        return cls(**kwargs)

@@ -1,0 +1,494 @@
+"""The privileged sandbox expert: plans a trajectory from ground truth, tracks it with the shared PID.
+
+It reads the running route's world through the backend (``backend.session``): the ego, every other
+vehicle, the dense route and the town's lanes. Each tick it
+
+1. finds its lane on the route's road and the lane the route wants (the route's lane a little
+   ahead, so it changes lanes where the route does);
+2. overtakes a stopped or slow car ahead in its lane (a side lane that continues for 60 m and whose
+   gaps are safe), and comes back once it is ``return_gap`` past it;
+3. changes lanes only when the target lane's front and rear gaps are safe (else it keeps its lane
+   and, where its lane ends, slows down to stop before the end and wait for a gap);
+4. builds a path along the chosen lane (lateral offset blended out), a speed limit along it (lane
+   limit, 2.5 m/s^2 lateral acceleration in curves, braking at 2 m/s^2 ahead of slower stretches),
+   and rolls an IDM car-following model forward for 3 s against every vehicle in or cutting into
+   its corridor, plus virtual stops: give-way lines (:mod:`giveway`, gap acceptance) and lane ends;
+5. samples that roll-out at 2 Hz (T = 6 waypoints, ego frame x forward, y right, metres) and
+   tracks it with ``agent.controller.TrajectoryController``, the same PID the IK agent uses.
+
+The plan is exposed as ``last_plan`` and through ``get_debug_frame()``; ``ground_truth()`` gives the
+per-tick privileged state (ego and other vehicles' boxes) for data collection.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from agent.controller import ControllerConfig, TrajectoryController
+from agent.debug_frame import DebugFrame
+from agent.ego_frame import world_to_ego
+from carla_eval.sandbox.expert_paths import PathSample, RouteRoads, build_path, project
+from carla_eval.sandbox.giveway import GiveWay, GiveWayConfig, find_conflicts
+from carla_eval.sandbox.towns import LaneIndex
+from carla_eval.sandbox.vehicles import StaticVehicle, idm_accel
+from carla_eval.sandbox.world import ActorBox
+
+# The sandbox-bev rig (agent/rigs.py): one top-down camera + GNSS + IMU + speedometer.
+DEFAULT_EXPERT_SENSORS: tuple[dict[str, Any], ...] = (
+    {"type": "sensor.camera.rgb", "id": "bev", "x": 8.0, "y": 0.0, "z": 20.0, "roll": 0.0, "pitch": -90.0,
+     "yaw": 0.0, "width": 128, "height": 128, "fov": 90.0},
+    {"type": "sensor.other.gnss", "id": "gnss", "x": 0.0, "y": 0.0, "z": 0.0, "roll": 0.0, "pitch": 0.0, "yaw": 0.0},
+    {"type": "sensor.other.imu", "id": "imu", "x": 0.0, "y": 0.0, "z": 0.0, "roll": 0.0, "pitch": 0.0, "yaw": 0.0},
+    {"type": "sensor.speedometer", "id": "speed"},
+)
+
+
+@dataclass(frozen=True)
+class ExpertConfig:
+    """Behaviour of the expert (m, s, m/s, m/s^2)."""
+
+    controller: ControllerConfig = field(default_factory=ControllerConfig)
+    num_waypoints: int = 6
+    waypoint_dt: float = 0.5
+    speed_factor: float = 1.0  # x lane speed limit
+    max_speed: float = 25.0
+    lateral_accel: float = 2.5
+    plan_decel: float = 2.0
+    idm_accel: float = 2.0
+    idm_decel: float = 3.0
+    idm_time_gap: float = 1.4
+    idm_min_gap: float = 4.0
+    standstill_gap: float = 7.0  # bumper gap kept behind a stopped vehicle (room to steer around it)
+    max_decel: float = 8.0
+    corridor_margin: float = 0.5
+    cut_in_horizon: tuple[float, ...] = (0.5, 1.0, 1.5)
+    lane_change_front_time: float = 1.0
+    lane_change_rear_time: float = 1.5
+    lane_change_min_gap: float = 6.0
+    overtake_lookahead: float = 55.0
+    overtake_speed_ratio: float = 0.6
+    overtake_min_lane: float = 60.0
+    return_gap: float = 10.0
+    giveway: GiveWayConfig = field(default_factory=lambda: GiveWayConfig(time_margin=1.2, go_accel=2.0))
+    sensors: tuple[dict[str, Any], ...] = DEFAULT_EXPERT_SENSORS
+
+
+@dataclass
+class GroundTruth:
+    """Privileged state of one tick: every vehicle's box (ego first) and the route progress."""
+
+    frame: int
+    time: float
+    ego: ActorBox
+    others: list[ActorBox]
+    route_progress_m: float
+
+
+@dataclass
+class ExpertPlan:
+    """One planning result: ``trajectory`` [T, 2] ego frame (x forward, y right) m at 2 Hz; the lane
+    followed; the free-road target speed (m/s); the leader gap (m, inf when none); flags."""
+
+    trajectory: np.ndarray
+    lane: LaneIndex
+    target_speed: float
+    leader_gap: float
+    leader_id: int | None
+    yielding: bool
+    lane_change: bool
+    overtaking: bool
+
+
+@dataclass
+class _Objects:
+    ids: np.ndarray
+    xy: np.ndarray
+    heading: np.ndarray
+    speed: np.ndarray
+    length: np.ndarray
+    width: np.ndarray
+    static: np.ndarray
+
+
+class ExpertPlanner:
+    """Per-route planning state of the expert (see the module docstring)."""
+
+    def __init__(self, session, config: ExpertConfig) -> None:
+        self.session = session
+        self.config = config
+        self.index = session.index
+        self.plan = session.plan
+        self.roads = RouteRoads(session.plan)
+        plan, idx = self.plan, self.index
+        on_j = np.array([(l[0], l[1]) in idx.town.junction_roads for l in plan.lane])
+        prio = np.array([idx.lanes[l].priority for l in plan.lane])
+        zones = find_conflicts(idx, plan.xy, plan.s, on_j, prio, session.paths.priority_paths, config.giveway)
+        self.giveway = GiveWay(zones, session.paths.priority_paths, config.giveway)
+        # Last index of each point's road run (the lane the route leaves that road in).
+        n = len(plan.lane)
+        self.run_end = np.zeros(n, dtype=np.int64)
+        end = n - 1
+        for k in range(n - 1, -1, -1):
+            if k < n - 1 and (plan.lane[k][0], plan.lane[k][1]) != (plan.lane[k + 1][0], plan.lane[k + 1][1]):
+                end = k
+            self.run_end[k] = end
+        self.overtake: tuple[int, int] | None = None  # (lane id, obstacle actor id)
+        self.changing_to: LaneIndex | None = None
+
+    # ----------------------------------------------------------------- helpers
+    def _objects(self) -> _Objects:
+        world = self.session.world
+        vs = [v for v in world.road.vehicles if v is not world.ego]
+        if not vs:
+            z = np.zeros(0)
+            return _Objects(z.astype(int), np.zeros((0, 2)), z, z, z, z, z.astype(bool))
+        return _Objects(
+            np.array([v.actor_id for v in vs]),
+            np.array([v.position for v in vs], dtype=np.float64),
+            np.array([v.heading for v in vs], dtype=np.float64),
+            np.array([v.speed for v in vs], dtype=np.float64),
+            np.array([v.LENGTH for v in vs], dtype=np.float64),
+            np.array([v.WIDTH for v in vs], dtype=np.float64),
+            np.array([isinstance(v, StaticVehicle) or getattr(v, "crashed", False) for v in vs]),
+        )
+
+    def _current_lane(self, ego, route_lane: LaneIndex) -> LaneIndex:
+        a, b, _ = route_lane
+        n = self.index.road_lane_count((a, b))
+        if n == 1:
+            return route_lane
+        best, best_d = route_lane, math.inf
+        for k in range(n):
+            lane = (a, b, k)
+            _, lat = self.index.lanes[lane].local_coordinates(ego.position)
+            if abs(lat) < best_d:
+                best, best_d = lane, abs(lat)
+        return best
+
+    def _normalise(self, lane: LaneIndex, s: float, cursor: int) -> tuple[LaneIndex, float]:
+        """Move (lane, s) onto the successor / predecessor lane when s is past an end."""
+        for _ in range(4):
+            length = self.index.lanes[lane].length
+            if s > length:
+                succ = self.index.successors[lane]
+                if not succ:
+                    return lane, length
+                want = self.roads.roads[cursor + 1] if cursor + 1 < len(self.roads.roads) else None
+                pick = next((c for c in succ if (c[0], c[1]) == want and c[2] == lane[2]), None)
+                pick = pick or next((c for c in succ if c[2] == lane[2]), succ[0])
+                s -= length
+                lane = pick
+            elif s < 0.0:
+                pred = self.index.predecessors[lane]
+                if not pred:
+                    return lane, 0.0
+                pick = next((c for c in pred if c[2] == lane[2]), pred[0])
+                lane = pick
+                s += self.index.lanes[pick].length
+            else:
+                break
+        return lane, s
+
+    def _corridor_hits(self, path: PathSample, obj: _Objects, ego) -> list[tuple[float, float, int]]:
+        """Leaders in the ego's corridor along ``path``: (bumper gap m, speed along path m/s, index)."""
+        c = self.config
+        if len(obj.ids) == 0:
+            return []
+        half_l = ego.LENGTH / 2
+        out = []
+        pr = project(path, obj.xy, obj.heading)
+        cosd, sind = np.abs(np.cos(pr.dheading)), np.abs(np.sin(pr.dheading))
+        w_eff = obj.width / 2 * cosd + obj.length / 2 * sind
+        l_eff = obj.length / 2 * cosd + obj.width / 2 * sind
+        reach = ego.WIDTH / 2 + c.corridor_margin + w_eff
+        end = path.station[-1]
+        inside = pr.valid & (np.abs(pr.lateral) < reach) & (pr.station - l_eff > half_l - 0.5) & (pr.station < end)
+        for k in np.nonzero(inside)[0]:
+            gap = float(pr.station[k] - l_eff[k] - half_l)
+            out.append((gap, float(obj.speed[k] * math.cos(pr.dheading[k])), int(k)))
+        # Cars heading along the path that will enter the corridor soon (cut-ins).
+        moving = (obj.speed > 1.0) & (np.abs(pr.dheading) < math.radians(35)) & ~inside
+        for t in c.cut_in_horizon:
+            if not moving.any():
+                break
+            dirs = np.stack([np.cos(obj.heading), np.sin(obj.heading)], axis=1)
+            future = obj.xy + dirs * (obj.speed * t)[:, None]
+            pf = project(path, future, obj.heading)
+            enter = moving & pf.valid & (np.abs(pf.lateral) < reach) & (pr.station - l_eff > half_l)
+            for k in np.nonzero(enter)[0]:
+                gap = float(pr.station[k] - l_eff[k] - half_l)
+                out.append((gap, float(obj.speed[k] * math.cos(pr.dheading[k])), int(k)))
+            moving = moving & ~enter
+        return out
+
+    def _lane_change_safe(self, target: LaneIndex, s_t: float, cursor: int, obj: _Objects, ego, v: float) -> bool:
+        c = self.config
+        lane, s = self._normalise(target, s_t, cursor)
+        path = build_path(self.index, self.roads, cursor, lane, s, ahead=80.0, behind=60.0)
+        if len(obj.ids) == 0:
+            return True
+        pr = project(path, obj.xy, obj.heading)
+        in_lane = pr.valid & (np.abs(pr.lateral) < 2.6) & (np.abs(pr.dheading) < math.radians(60))
+        for k in np.nonzero(in_lane)[0]:
+            st = float(pr.station[k])
+            gap = abs(st) - (obj.length[k] + ego.LENGTH) / 2
+            vo = float(obj.speed[k])
+            if st >= 0.0:
+                need = max(c.lane_change_min_gap, c.lane_change_front_time * v + 1.5 * max(0.0, v - vo))
+            else:
+                need = max(c.lane_change_min_gap, c.lane_change_rear_time * vo + 2.0 * max(0.0, vo - v))
+            if gap < need:
+                return False
+        return True
+
+    def _lane_usable(self, lane: LaneIndex, s: float, cursor: int) -> bool:
+        """A side lane that is open (not forbidden) and continues for ``overtake_min_lane`` m."""
+        if self.index.lanes[lane].forbidden:
+            return False
+        ln, ss = self._normalise(lane, s, cursor)
+        path = build_path(self.index, self.roads, cursor, ln, ss, ahead=self.config.overtake_min_lane)
+        ids = {l[2] for l in path.lane}
+        return path.station[-1] >= self.config.overtake_min_lane - 1.0 and ids == {lane[2]} and not any(
+            self.index.lanes[l].forbidden for l in path.lane)
+
+    def _speed_profile(self, path: PathSample) -> np.ndarray:
+        c = self.config
+        limits = np.array([float(self.index.lanes[l].speed_limit) for l in path.lane]) * c.speed_factor
+        heading = np.unwrap(path.heading)
+        if len(heading) > 2:
+            kappa = np.abs(np.gradient(heading, path.station))
+        else:
+            kappa = np.zeros_like(heading)
+        v_lim = np.minimum(np.minimum(limits, c.max_speed), np.sqrt(c.lateral_accel / np.maximum(kappa, 1e-6)))
+        key = v_lim**2 + 2.0 * c.plan_decel * path.station
+        allowed = np.minimum.accumulate(key[::-1])[::-1] - 2.0 * c.plan_decel * path.station
+        return np.sqrt(np.maximum(allowed, 0.0))
+
+    # ----------------------------------------------------------------- the plan
+    def plan_step(self) -> ExpertPlan:
+        c = self.config
+        session = self.session
+        world, plan, idx = session.world, self.plan, self.index
+        ego = world.ego
+        v = max(float(ego.speed), 0.0)
+        i = min(session.criteria.progress, len(plan.s) - 1)
+        cursor = self.roads.cursor_at(i)
+        route_lane = plan.lane[i]
+        cur = self._current_lane(ego, route_lane)
+        road = (cur[0], cur[1])
+        j = plan.index_at(float(plan.s[i]) + 10.0 + 1.0 * v)
+        desired = plan.lane[j] if (plan.lane[j][0], plan.lane[j][1]) == road else plan.lane[int(self.run_end[i])]
+        obj = self._objects()
+        s_cur, _ = idx.lanes[cur].local_coordinates(ego.position)
+
+        # Leader in the current lane (for overtaking decisions).
+        ln, ss = self._normalise(cur, float(s_cur), cursor)
+        cur_path = build_path(idx, self.roads, cursor, ln, ss, ahead=c.overtake_lookahead + 10.0)
+        hits = self._corridor_hits(cur_path, obj, ego)
+        lane_leader = min(hits, key=lambda h: h[0]) if hits else None
+
+        # Overtaking state machine.
+        target = desired
+        if self.overtake is not None:
+            lane_id, ob_id = self.overtake
+            k = np.nonzero(obj.ids == ob_id)[0]
+            behind = True
+            if k.size:
+                rel = float(np.dot(obj.xy[k[0]] - ego.position, ego.direction))
+                behind = rel < -(c.return_gap + ego.LENGTH)
+            if behind:
+                self.overtake = None
+            elif lane_id < idx.road_lane_count(road):
+                target = (road[0], road[1], lane_id)
+        elif lane_leader is not None and cur == desired and self.changing_to is None:
+            gap, v_lead, k = lane_leader
+            limit = float(idx.lanes[cur].speed_limit) * c.speed_factor
+            slow = v_lead < c.overtake_speed_ratio * limit or bool(obj.static[k]) or v_lead < 1.0
+            if slow and gap < c.overtake_lookahead:
+                left, right = idx.side_lanes(cur)
+                for side in (left, right):
+                    if side is None:
+                        continue
+                    s_side, _ = idx.lanes[side].local_coordinates(ego.position)
+                    if self._lane_usable(side, float(s_side), cursor) and self._lane_change_safe(side, float(s_side), cursor, obj, ego, v):
+                        self.overtake = (side[2], int(obj.ids[k]))
+                        target = side
+                        break
+
+        # Lane change execution (committed once started).
+        lane_change = False
+        deadline = math.inf
+        if self.changing_to is not None and (self.changing_to[0], self.changing_to[1]) != road:
+            self.changing_to = None
+        if self.changing_to is not None and cur == self.changing_to:
+            self.changing_to = None
+        path_lane = cur
+        if self.changing_to is not None:
+            path_lane, lane_change = self.changing_to, True
+        elif target != cur and (target[0], target[1]) == road:
+            step = 1 if target[2] > cur[2] else -1
+            nxt = (road[0], road[1], cur[2] + step)
+            s_n, _ = idx.lanes[nxt].local_coordinates(ego.position)
+            if self._lane_change_safe(nxt, float(s_n), cursor, obj, ego, v):
+                self.changing_to = nxt
+                path_lane, lane_change = nxt, True
+            elif not idx.successors[cur]:
+                deadline = idx.lanes[cur].length - float(s_cur) - ego.LENGTH / 2 - 6.0
+
+        # Path along the chosen lane.
+        s_p, lat_p = idx.lanes[path_lane].local_coordinates(ego.position)
+        lane_p, s_p = self._normalise(path_lane, float(s_p), cursor)
+        if abs(lat_p) > 1.2:
+            blend = float(np.clip(2.2 * v, 10.0, 40.0))
+            if self.overtake is not None and lane_leader is not None:
+                blend = min(blend, max(8.0, lane_leader[0]))
+        else:
+            blend = float(np.clip(1.5 * v, 6.0, 20.0))
+        horizon = max(40.0, 3.0 * max(v, c.max_speed * 0.5) + 25.0)
+        path = build_path(idx, self.roads, cursor, lane_p, s_p, ahead=horizon, lat0=float(lat_p), blend=blend)
+        v_allow = self._speed_profile(path)
+
+        # Obstacles: corridor leaders, give-way stop, lane-end deadline.
+        path_hits = self._corridor_hits(path, obj, ego)
+        obstacles = [(gap, max(vl, 0.0), c.idm_min_gap if vl > 0.5 else c.standstill_gap) for gap, vl, _ in path_hits]
+        leader = min(path_hits, key=lambda h: h[0]) if path_hits else None
+        stop = self.giveway.stop_distance(float(plan.s[i]), v, ego.LENGTH, world.road.vehicles, me=ego)
+        yielding = stop is not None
+        if yielding:
+            obstacles.append((max(stop, 0.0), 0.0, 0.5))
+        if math.isfinite(deadline):
+            obstacles.append((max(deadline, 0.0), 0.0, 0.5))
+
+        # IDM roll-out along the path.
+        traj_s = self._rollout(v, path, v_allow, obstacles)
+        pts = path.point_at(traj_s)
+        traj = world_to_ego(pts, ego.position, float(ego.heading)).astype(np.float64)
+        return ExpertPlan(
+            trajectory=traj,
+            lane=path_lane,
+            target_speed=float(v_allow[0]) if len(v_allow) else 0.0,
+            leader_gap=float(leader[0]) if leader else math.inf,
+            leader_id=int(obj.ids[leader[2]]) if leader else None,
+            yielding=yielding,
+            lane_change=lane_change,
+            overtaking=self.overtake is not None,
+        )
+
+    def _rollout(self, v0: float, path: PathSample, v_allow: np.ndarray, obstacles: list[tuple[float, float, float]]) -> np.ndarray:
+        """Stations (m) of the ego at t = dt_wp, 2 dt_wp, ... under IDM (0.1 s steps); obstacles are
+        (bumper gap m, speed along the path m/s, standstill gap m), moving at constant speed."""
+        c = self.config
+        dt = 0.1
+        n_wp = c.num_waypoints
+        steps_per_wp = int(round(c.waypoint_dt / dt))
+        s, v = 0.0, v0
+        out = []
+        t = 0.0
+        a_cap = 2.5
+        for step in range(n_wp * steps_per_wp):
+            v_des = float(np.interp(s, path.station, v_allow)) if len(v_allow) else 0.0
+            a = idm_accel(v, max(v_des, 0.1), math.inf, 0.0, c.idm_accel, c.idm_decel, c.idm_min_gap, c.idm_time_gap)
+            if v_des < 0.1:
+                a = -c.idm_decel if v > 0 else 0.0
+            for gap0, vl, s0 in obstacles:
+                gap = gap0 + vl * t - s
+                a = min(a, idm_accel(v, max(v_des, 0.1), gap, v - vl, c.idm_accel, c.idm_decel, s0, c.idm_time_gap))
+            a = min(max(a, -c.max_decel), a_cap)
+            v_new = max(0.0, v + a * dt)
+            s += 0.5 * (v + v_new) * dt
+            v = v_new
+            t += dt
+            if (step + 1) % steps_per_wp == 0:
+                out.append(s)
+        return np.array(out)
+
+
+class ExpertAgent:
+    """Leaderboard-contract agent driving with privileged access to a SandboxBackend's world."""
+
+    def __init__(self, backend, config: ExpertConfig | None = None) -> None:
+        self.backend = backend
+        self.config = config or ExpertConfig()
+        self.controller = TrajectoryController(self.config.controller)
+        self._planner: ExpertPlanner | None = None
+        self._session = None
+        self.last_plan: ExpertPlan | None = None
+        self._debug: DebugFrame | None = None
+        self.global_plan = None
+
+    # contract
+    def set_global_plan(self, global_plan_gps, global_plan_world_coord) -> None:
+        self.global_plan = (global_plan_gps, global_plan_world_coord)
+
+    def setup(self, path_to_conf_file: str) -> None:
+        self.controller.reset()
+        self._planner = None
+        self._session = None
+
+    def sensors(self) -> list[dict[str, Any]]:
+        return [dict(s) for s in self.config.sensors]
+
+    def run_step(self, input_data: dict, timestamp: float):
+        import carla
+
+        session = self.backend.session
+        if session is None:
+            raise RuntimeError("the sandbox expert only drives inside SandboxBackend.run_route")
+        if self._planner is None or self._session is not session:
+            self._planner = ExpertPlanner(session, self.config)
+            self._session = session
+            self.controller.reset()
+        plan = self._planner.plan_step()
+        ego = session.world.ego
+        cmd = self.controller.step(plan.trajectory, float(ego.speed), session.world.dt)
+        self.last_plan = plan
+        self._debug = self._make_debug(input_data, plan, cmd, float(ego.speed))
+        return carla.VehicleControl(throttle=cmd.throttle, steer=cmd.steer, brake=cmd.brake)
+
+    def destroy(self) -> None:
+        self._planner = None
+        self._session = None
+
+    # extras
+    def get_debug_frame(self) -> DebugFrame | None:
+        return self._debug
+
+    def ground_truth(self) -> GroundTruth | None:
+        """Privileged state of the current tick (None outside a route)."""
+        session = self.backend.session
+        if session is None:
+            return None
+        boxes = session.world.boxes()
+        return GroundTruth(session.world.frame, session.world.time, boxes[0], boxes[1:], session.ego_progress_s)
+
+    def _make_debug(self, input_data: dict, plan: ExpertPlan, cmd, speed: float) -> DebugFrame | None:
+        cam = next((s for s in self.config.sensors if s.get("type") == "sensor.camera.rgb"), None)
+        if cam is None or cam["id"] not in input_data:
+            return None
+        image = np.ascontiguousarray(input_data[cam["id"]][1][..., 2::-1])
+        session = self._session
+        i = min(session.criteria.progress, len(session.plan.s) - 1)
+        k = session.plan.index_at(float(session.plan.s[i]) + 20.0)
+        target = world_to_ego(session.plan.xy[k], session.world.ego.position, float(session.world.ego.heading))
+        return DebugFrame(
+            image=image,
+            camera=dict(cam),
+            trajectory=plan.trajectory.copy(),
+            target_point=np.asarray(target, dtype=np.float64),
+            command=int(session.plan.option[k]),
+            speed=speed,
+            throttle=cmd.throttle,
+            steer=cmd.steer,
+            brake=cmd.brake,
+            extras={
+                "target_speed": plan.target_speed,
+                "leader_gap": plan.leader_gap if math.isfinite(plan.leader_gap) else -1.0,
+                "yielding": float(plan.yielding),
+                "lane_change": float(plan.lane_change),
+                "overtaking": float(plan.overtaking),
+            },
+        )

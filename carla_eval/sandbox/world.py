@@ -1,0 +1,209 @@
+"""One simulated world: a town's road, the ego, background and scenario cars, stepped at a fixed dt.
+
+Tick order (deterministic): every non-ego car decides (IDM / MOBIL / give-way / zipper courtesy /
+scenario hooks) from the current state, the ego takes its control, every car integrates one step, then contacts are
+resolved. Background cars that touch each other crash as in highway-env (pushed apart, then they
+stop); a car that touches the ego stops, and the ego is pushed out of the overlap and loses the
+speed it had towards the other car.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from highway_env import utils as hutils
+from highway_env.road.road import Road
+
+from carla_eval.sandbox.map_index import MapIndex
+from carla_eval.sandbox.paths import LanePath
+from carla_eval.sandbox.traffic import TownPaths
+from carla_eval.sandbox.vehicle_model import AppliedControl, VehicleModel
+from carla_eval.sandbox.vehicles import EgoVehicle, StaticVehicle, TrafficVehicle
+
+
+@dataclass(frozen=True)
+class ActorBox:
+    """Ground truth of one vehicle: id, type, centre (world m), yaw (rad), forward speed (m/s),
+    size (m), current lane (from, to, id)."""
+
+    actor_id: int
+    type_id: str
+    x: float
+    y: float
+    yaw: float
+    speed: float
+    length: float
+    width: float
+    lane: tuple[str, str, int] | None
+
+
+@dataclass(frozen=True)
+class Contact:
+    """The ego touches ``actor_id`` this tick."""
+
+    actor_id: int
+    type_id: str
+    x: float
+    y: float
+
+
+class SandboxRoad(Road):
+    """highway-env's Road with a faster ``neighbour_vehicles``: the same test (a car counts on a
+    lane when its centre is on it, with highway-env's 1 m margin; the lanes just before and after
+    are searched too), but only cars whose current road is one of the searched roads are tested."""
+
+    def __init__(self, index: MapIndex, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.index = index
+
+    def neighbour_vehicles(self, vehicle, lane_index=None):
+        lane_index = lane_index or vehicle.lane_index
+        if not lane_index:
+            return None, None
+        idx = self.index
+        lane = idx.lanes[lane_index]
+        s = lane.local_coordinates(vehicle.position)[0]
+        search = [(lane, 0.0)]
+        search += [(idx.lanes[n], lane.length) for n in idx.successors[lane_index]]
+        search += [(idx.lanes[p], -idx.lanes[p].length) for p in idx.predecessors[lane_index]]
+        roads = {(lane_index[0], lane_index[1])}
+        roads.update((n[0], n[1]) for n in idx.successors[lane_index])
+        roads.update((p[0], p[1]) for p in idx.predecessors[lane_index])
+        s_front = s_rear = None
+        v_front = v_rear = None
+        for v in self.vehicles:
+            li = v.lane_index
+            if v is vehicle or li is None or (li[0], li[1]) not in roads:
+                continue
+            for search_lane, offset in search:
+                s_v, lat_v = search_lane.local_coordinates(v.position)
+                if not search_lane.on_lane(v.position, s_v, lat_v, margin=1):
+                    continue
+                s_v += offset
+                if s <= s_v and (s_front is None or s_v <= s_front):
+                    s_front, v_front = s_v, v
+                if s_v < s and (s_rear is None or s_v > s_rear):
+                    s_rear, v_rear = s_v, v
+                break
+        return v_front, v_rear
+
+
+class World:
+    """The simulated world of one route (see the module docstring)."""
+
+    def __init__(self, index: MapIndex, paths: TownPaths, seed: int, dt: float, model: VehicleModel) -> None:
+        self.index = index
+        self.town = index.town
+        self.paths = paths
+        self.dt = dt
+        self.rng = np.random.default_rng(seed)
+        self.road = SandboxRoad(index, network=self.town.network, vehicles=[], np_random=np.random.default_rng(seed + 1),
+                                neighbour_vehicles_connected_lanes=True)
+        self.model = model
+        self.ego: EgoVehicle | None = None
+        self.traffic: list = []  # background cars (managed by TrafficManager)
+        self.actors: list = []  # scenario cars
+        self.frame = 0
+        self.time = 0.0
+        self._next_id = 1
+
+    # ----------------------------------------------------------------- actors
+    def _new_id(self) -> int:
+        self._next_id += 1
+        return self._next_id
+
+    def spawn_ego(self, xy: np.ndarray, yaw: float) -> EgoVehicle:
+        self.ego = EgoVehicle(self.road, np.asarray(xy, dtype=float), float(yaw), self.model, self.index, actor_id=1)
+        self.road.vehicles.insert(0, self.ego)
+        return self.ego
+
+    def spawn_traffic(self, path: LanePath, u: float, speed: float, target_speed: float, lane_change: bool,
+                      giveway=None, scenario: bool = False, lateral: float = 0.0) -> TrafficVehicle:
+        lane, s = path.locate(u)
+        geo = self.index.geometry[lane]
+        pos = geo.position(s, lateral)
+        v = TrafficVehicle(self.road, pos, float(geo.heading_at(s)), speed, self.index, path, target_speed,
+                           lane_change, self._new_id(), giveway=giveway,
+                           type_id="vehicle.sandbox.scenario" if scenario else "vehicle.sandbox.idm",
+                           start_lane=path.lanes.index(lane))
+        v.randomize_behavior()
+        self.road.vehicles.append(v)
+        (self.actors if scenario else self.traffic).append(v)
+        return v
+
+    def spawn_static(self, xy: np.ndarray, yaw: float) -> StaticVehicle:
+        v = StaticVehicle(self.road, np.asarray(xy, dtype=float), float(yaw), self._new_id())
+        self.road.vehicles.append(v)
+        self.actors.append(v)
+        return v
+
+    def remove(self, vehicle) -> None:
+        if vehicle is self.ego:
+            raise ValueError("the ego cannot be removed")
+        self.road.vehicles.remove(vehicle)
+        for group in (self.traffic, self.actors):
+            if vehicle in group:
+                group.remove(vehicle)
+
+    def clear_around(self, xy: np.ndarray, radius: float) -> None:
+        """Remove background cars within ``radius`` m of ``xy`` (scenario set-up)."""
+        for v in list(self.traffic):
+            if np.hypot(*(v.position - xy)) < radius:
+                self.remove(v)
+
+    # ----------------------------------------------------------------- stepping
+    def tick(self, control: AppliedControl) -> list[Contact]:
+        """Advance one step of ``dt``; return the ego's contacts after the step."""
+        ego = self.ego
+        ending = self.index.ending_lanes
+        self.road.merging_vehicles = [v for v in self.road.vehicles if v.lane_index in ending] if ending else []
+        for v in self.road.vehicles:
+            if v is not ego:
+                v.act()
+        ego.apply(control)
+        for v in self.road.vehicles:
+            v.step(self.dt)
+        others = [v for v in self.road.vehicles if v is not ego]
+        if len(others) > 1:
+            pos = np.array([v.position for v in others])
+            reach = np.array([v.diagonal / 2 + abs(v.speed) * self.dt for v in others])
+            dist = np.hypot(pos[:, None, 0] - pos[None, :, 0], pos[:, None, 1] - pos[None, :, 1])
+            close = np.argwhere(np.triu(dist < reach[:, None] + reach[None, :], k=1))
+            for i, j in close:
+                others[i].handle_collisions(others[j], self.dt)
+        contacts = self._ego_contacts(others)
+        self.frame += 1
+        self.time += self.dt
+        return contacts
+
+    def _ego_contacts(self, others: list) -> list[Contact]:
+        ego = self.ego
+        out = []
+        poly = None
+        for v in others:
+            if np.hypot(*(v.position - ego.position)) > (ego.diagonal + v.diagonal) / 2:
+                continue
+            poly = ego.polygon() if poly is None else poly
+            hit, _, translation = hutils.are_polygons_intersecting(poly, v.polygon(), np.zeros(2), np.zeros(2))
+            if not hit:
+                continue
+            out.append(Contact(v.actor_id, v.type_id, float(ego.position[0]), float(ego.position[1])))
+            direction = ego.direction
+            towards = float(np.dot(translation, direction)) < 0.0  # the other car is ahead of the ego
+            other_along = float(v.speed * np.dot(v.direction, direction))
+            speed = min(ego.speed, max(0.0, other_along)) if towards and ego.speed > 0 else ego.speed
+            ego.push(translation if translation is not None else np.zeros(2), speed)
+            poly = ego.polygon()
+            if not isinstance(v, StaticVehicle):
+                v.crashed = True
+        return out
+
+    # ----------------------------------------------------------------- ground truth
+    def boxes(self) -> list[ActorBox]:
+        """Every vehicle, ego first."""
+        return [
+            ActorBox(v.actor_id, v.type_id, float(v.position[0]), float(v.position[1]), float(v.heading),
+                     float(v.speed), float(v.LENGTH), float(v.WIDTH), v.lane_index)
+            for v in self.road.vehicles
+        ]

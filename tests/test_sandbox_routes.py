@@ -1,0 +1,141 @@
+"""Sandbox routes: the suites in routes/sandbox, the generator, route planning and the global plan."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from carla_eval.routes import RouteConfig, parse_routes_file
+from carla_eval.sandbox.map_index import get_map_index
+from carla_eval.sandbox.road_option import RoadOption
+from carla_eval.sandbox.route_plan import RoutePlanError, RoutePlanner, build_global_plan, downsample_indices
+from carla_eval.sandbox.scenarios import SCENARIO_ABILITIES
+from carla_eval.sandbox.towns import TOWN_NAMES, get_town
+
+ROUTES = Path(__file__).resolve().parents[1] / "routes" / "sandbox"
+
+
+def plan_of(route: RouteConfig):
+    town = get_town(route.town)
+    return town, RoutePlanner(get_map_index(town)).plan([w[:2] for w in route.waypoints])
+
+
+def test_road_option_values_match_carla():
+    assert {o.name: int(o) for o in RoadOption} == {
+        "VOID": -1, "LEFT": 1, "RIGHT": 2, "STRAIGHT": 3, "LANEFOLLOW": 4, "CHANGELANELEFT": 5, "CHANGELANERIGHT": 6}
+
+
+def test_suites_parse_and_have_the_required_counts():
+    smoke = parse_routes_file(ROUTES / "smoke.xml")
+    bench = parse_routes_file(ROUTES / "bench.xml")
+    assert 2 <= len(smoke) <= 4
+    assert len(bench) >= 40
+    for r in smoke + bench:
+        assert r.error is None
+        assert r.town in TOWN_NAMES
+        assert r.scenarios and all(s.type in SCENARIO_ABILITIES for s in r.scenarios)
+        assert int(r.attributes["seed"]) >= 0
+    kinds = [r.scenario_type for r in bench]
+    assert {SCENARIO_ABILITIES[k] for k in kinds} == {"Emergency_Brake", "Overtaking", "Merging", "Give_Way"}
+    for kind in SCENARIO_ABILITIES:
+        assert sum(any(s.type == kind for s in r.scenarios) for r in bench) >= 2, kind
+    seeds = [r.attributes["seed"] for r in bench]
+    assert len(set(seeds)) == len(seeds)
+
+
+def test_bench_has_long_multi_scenario_routes():
+    bench = parse_routes_file(ROUTES / "bench.xml")
+    long_routes = [r for r in bench if len(r.scenarios) >= 3]
+    assert len(long_routes) >= 2
+    towns = set()
+    for r in long_routes:
+        _, plan = plan_of(r)
+        assert plan.length >= 1500.0  # 2+ minutes at the towns' speeds
+        towns.add(r.town)
+    assert {"highway", "racetrack"} <= towns
+
+
+def test_every_bench_route_plans():
+    for r in parse_routes_file(ROUTES / "bench.xml") + parse_routes_file(ROUTES / "smoke.xml"):
+        _, plan = plan_of(r)
+        assert plan.length > 100.0
+        for sc in r.scenarios:
+            d = np.hypot(plan.xy[:, 0] - sc.trigger[0], plan.xy[:, 1] - sc.trigger[1]).min()
+            assert d < 10.0, (r.route_id, sc.name)
+
+
+def test_generator_is_deterministic_and_files_are_current(tmp_path):
+    from carla_eval.sandbox import make_routes
+
+    make_routes.main(["--out", str(tmp_path)])
+    for name in ("smoke.xml", "bench.xml"):
+        assert (tmp_path / name).read_bytes() == (ROUTES / name).read_bytes(), name
+
+
+def test_route_commands_follow_the_manoeuvre():
+    bench = parse_routes_file(ROUTES / "bench.xml")
+    expected = {"JunctionLeftTurn": RoadOption.LEFT, "JunctionRightTurn": RoadOption.RIGHT, "JunctionCrossing": RoadOption.STRAIGHT}
+    for r in bench:
+        if r.scenario_type in expected:
+            _, plan = plan_of(r)
+            opts = set(int(o) for o in plan.option)
+            assert int(expected[r.scenario_type]) in opts, r.route_id
+            assert opts <= {int(expected[r.scenario_type]), int(RoadOption.LANEFOLLOW)}
+        if r.scenario_type == "LaneChangeDense":
+            _, plan = plan_of(r)
+            assert {int(RoadOption.CHANGELANELEFT), int(RoadOption.CHANGELANERIGHT)} & set(int(o) for o in plan.option)
+
+
+def test_dense_route_is_1m_spaced_and_continuous():
+    route = RouteConfig(0, "x", "highway", ((10.0, 4.0, 0.0), (200.0, 4.0, 0.0), (300.0, 8.0, 0.0), (500.0, 8.0, 0.0)))
+    _, plan = plan_of(route)
+    step = np.hypot(*np.diff(plan.xy, axis=0).T)
+    assert np.allclose(step, 1.0, atol=0.02)
+    changes = np.nonzero(plan.option == int(RoadOption.CHANGELANERIGHT))[0]
+    assert changes.size > 10 and plan.xy[changes[0], 0] == pytest.approx(200.0, abs=2.0)
+    assert plan.xy[-1] == pytest.approx([500.0, 8.0], abs=0.01)
+
+
+def test_downsampling_keeps_changes_and_the_end():
+    opts = [4] * 120 + [5] * 20 + [4] * 130 + [1] * 15 + [4] * 60
+    xy = np.stack([np.arange(len(opts), dtype=float), np.zeros(len(opts))], axis=1)
+    keep = downsample_indices(xy, opts, 50.0)
+    assert keep[0] == 0 and keep[-1] == len(opts) - 1
+    assert set(range(120, 140)) <= set(keep)  # every lane-change point
+    assert 270 in keep and 285 in keep  # command changes
+    gaps = np.diff([k for k in keep if k < 120])
+    assert gaps.max() <= 52
+    assert downsample_indices(xy[:3], [4, 4, 4], 50.0) == [0, 2]
+
+
+def test_global_plan_entries():
+    import carla
+
+    route = RouteConfig(0, "x", "intersection", ((-100.0, 2.0, 0.0), (-1.515, -1.515, 0.0), (2.0, -80.0, 0.0)))
+    town, plan = plan_of(route)
+    gp = build_global_plan(plan, town.geo, 50.0)
+    assert len(gp.gps) == len(gp.world) >= 3
+    for (gps, opt_g), (tf, opt_w) in zip(gp.gps, gp.world):
+        assert set(gps) == {"lat", "lon", "z"} and opt_g == opt_w and isinstance(opt_w, RoadOption)
+        assert isinstance(tf, carla.Transform)
+        x, y, _ = town.geo.gnss_to_world(gps["lat"], gps["lon"])
+        assert math.hypot(x - tf.location.x, y - tf.location.y) < 0.05
+    last = gp.world[-1][0].location
+    assert (last.x, last.y) == pytest.approx((2.0, -80.0), abs=0.05)
+    assert RoadOption.LEFT in [o for _, o in gp.world]
+    dense = build_global_plan(plan, town.geo, None)
+    assert len(dense.world) == len(plan.s)
+
+
+def test_planner_errors_are_clear():
+    town = get_town("highway")
+    planner = RoutePlanner(get_map_index(town))
+    with pytest.raises(RoutePlanError, match="off its nearest lane"):
+        planner.plan([(10.0, 4.0), (200.0, 60.0)])
+    with pytest.raises(RoutePlanError, match="at least 2"):
+        planner.plan([(10.0, 4.0)])
+    with pytest.raises(ValueError, match="unknown sandbox town"):
+        get_town("Town12")
