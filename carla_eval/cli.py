@@ -1,0 +1,201 @@
+"""``carla-eval``: run / metrics / replay (docs/harness.md), collect and probe (docs/training.md).
+
+Exit codes: 0 success; 1 replay not reproduced; 2 bad input or refused run folder; 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from carla_eval.run_config import AgentSpec, BackendSpec, RunConfig, VideoConfig
+
+EXIT_OK, EXIT_REPLAY_MISMATCH, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+def _option(text: str) -> tuple[str, Any]:
+    key, sep, raw = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"backend options are KEY=VALUE, got {text!r}")
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError:
+        value = raw
+    return key, value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="carla-eval", description="Closed-loop evaluation of leaderboard agents.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="evaluate an agent on a route file")
+    run.add_argument("--backend", default="sandbox", help="sandbox | carla | scripted | package.module:Class")
+    run.add_argument("--backend-option", action="append", type=_option, default=[], metavar="KEY=VALUE",
+                     help="backend constructor option (JSON value or string); repeatable")
+    run.add_argument("--routes", required=True, type=Path, help="route XML (leaderboard schema)")
+    run.add_argument("--agent", required=True, help="agent .py file with get_entry_point(), or 'expert'")
+    run.add_argument("--agent-config", default="", help="passed to agent.setup()")
+    run.add_argument("--out", required=True, type=Path, help="run folder (must not exist or be empty, unless --resume)")
+    run.add_argument("--workers", type=int, default=1, help="parallel workers, one simulator each")
+    run.add_argument("--ray-address", default=None, help="run workers as Ray actors: local | auto | HOST:PORT")
+    run.add_argument("--routes-subset", default=None, help='route ids, e.g. "0-4,7"')
+    run.add_argument("--repetitions", type=int, default=1)
+    run.add_argument("--resume", action="store_true", help="continue the run in --out")
+    run.add_argument("--seed", type=int, default=0)
+    run.add_argument("--video", choices=["failures", "all", "none"], default="failures")
+    run.add_argument("--video-seconds", type=float, default=10.0, help="failure videos keep the last N seconds")
+    run.add_argument("--video-fps", type=int, choices=[10, 20], default=10)
+    run.add_argument("--retries", type=int, default=2, help="retries of a route after a crash")
+    run.add_argument("--penalty-formula", choices=["2.0", "2.1"], default="2.0")
+    run.add_argument("--route-timeout", type=float, default=None, help="wall-clock seconds per route attempt")
+    run.add_argument("--no-traces", action="store_true", help="do not store traces (no replays)")
+    run.add_argument("--no-progress", action="store_true", help="plain log lines instead of a progress bar")
+
+    met = sub.add_parser("metrics", help="recompute metrics from one or more run folders (merged)")
+    met.add_argument("runs", nargs="+", type=Path, help="run folders or results JSON files")
+    met.add_argument("--routes", type=Path, default=None, help="route file the runs must cover (default: from the runs)")
+    met.add_argument("--routes-subset", default=None)
+    met.add_argument("--repetitions", type=int, default=None)
+    met.add_argument("--penalty-formula", choices=["recorded", "2.0", "2.1"], default="recorded")
+    met.add_argument("--comfort-strict", action="store_true",
+                     help="comfort with rad/s and a true yaw-acceleration derivative (not Bench2Drive-compatible)")
+    met.add_argument("--json", type=Path, default=None, help="also write the metrics here (atomic)")
+
+    rep = sub.add_parser("replay", help="re-run one recorded sandbox route from its seed and controls")
+    rep.add_argument("run_dir", type=Path)
+    rep.add_argument("--route", required=True, help="route id, record id (RouteScenario_3_rep0) or save_name")
+    rep.add_argument("--repetition", type=int, default=None)
+    rep.add_argument("--out", type=Path, default=None, help="video file (default RUN_DIR/replays/<save_name>.mp4)")
+    rep.add_argument("--frames", type=Path, default=None, help="dump rendered frames as PNG here")
+    rep.add_argument("--fps", type=int, choices=[10, 20], default=20)
+    rep.add_argument("--no-video", action="store_true")
+
+    # training-data collection and grounding probes live in their own modules
+    from carla_eval import collect, probe
+
+    collect.add_arguments(sub.add_parser("collect", help="record a training dataset with the privileged expert"))
+    probe.add_arguments(sub.add_parser("probe", help="counterfactual grounding probes of trained agents"))
+    return parser
+
+
+def _run(args: argparse.Namespace, console: Console, argv: list[str]) -> int:
+    from carla_eval.report import print_metrics
+    from carla_eval.runner import RunError, run
+
+    try:
+        config = RunConfig(
+            backend=BackendSpec(args.backend, dict(args.backend_option)),
+            routes_file=args.routes,
+            agent=AgentSpec(path=args.agent, config=args.agent_config),
+            out_dir=args.out,
+            workers=args.workers,
+            ray_address=args.ray_address,
+            routes_subset=args.routes_subset,
+            repetitions=args.repetitions,
+            resume=args.resume,
+            seed=args.seed,
+            video=VideoConfig(mode=args.video, last_seconds=args.video_seconds, fps=args.video_fps),
+            retries=args.retries,
+            penalty_formula=args.penalty_formula,
+            route_timeout_s=args.route_timeout,
+            save_traces=not args.no_traces,
+            show_progress=not args.no_progress,
+        )
+        summary = run(config, console, argv)
+    except (RunError, ValueError) as exc:
+        console.print(f"[bold red]carla-eval run: {exc}[/]")
+        return EXIT_USAGE
+    if summary.metrics is not None:
+        print_metrics(summary.metrics, console, title=f"carla-eval: {summary.run_dir}")
+    console.print(f"results: {summary.results_path}")
+    console.print(f"metrics: {summary.metrics_path}")
+    if summary.videos:
+        console.print(f"videos:  {summary.run_dir / 'videos'} ({len(summary.videos)} this session)")
+    if summary.interrupted:
+        console.print(f"[yellow]interrupted: {summary.recorded}/{summary.total} recorded; continue with --resume[/]")
+        return EXIT_INTERRUPTED
+    return EXIT_OK
+
+
+def _metrics(args: argparse.Namespace, console: Console) -> int:
+    from carla_eval.atomic_io import atomic_write_json
+    from carla_eval.merge import MetricsInputError, merge_runs
+    from carla_eval.metrics import ComfortConfig, compute_metrics
+    from carla_eval.report import print_metrics
+    from carla_eval.results import ResultsFileError
+
+    try:
+        merged = merge_runs(args.runs, args.routes, args.routes_subset, args.repetitions)
+        metrics = compute_metrics(merged.records, merged.expected, merged.metric_info_of, args.penalty_formula,
+                                  ComfortConfig(bench2drive_compat=not args.comfort_strict))
+    except (MetricsInputError, ResultsFileError, ValueError) as exc:
+        console.print(f"[bold red]carla-eval metrics: {exc}[/]")
+        return EXIT_USAGE
+    metrics.notes.extend(merged.notes)
+    print_metrics(metrics, console, title="carla-eval metrics: " + ", ".join(str(p) for p in args.runs))
+    if args.json is not None:
+        atomic_write_json(args.json, metrics.to_json())
+        console.print(f"metrics: {args.json}")
+    return EXIT_OK
+
+
+def _replay(args: argparse.Namespace, console: Console) -> int:
+    from carla_eval.manifest import ManifestError
+    from carla_eval.replay import REPLAY_TOLERANCE_M, ReplayError, find_record, replay_route
+    from carla_eval.results import ResultsFileError
+
+    try:
+        out = args.out
+        if out is None and not args.no_video:
+            rec = find_record(args.run_dir, args.route, args.repetition)
+            out = args.run_dir / "replays" / f"{rec['save_name']}.mp4"
+        result = replay_route(args.run_dir, args.route, args.repetition, None if args.no_video else out, args.frames, args.fps)
+    except (ReplayError, ManifestError, ResultsFileError, FileNotFoundError, ValueError) as exc:
+        console.print(f"[bold red]carla-eval replay: {exc}[/]")
+        return EXIT_USAGE
+    console.print(f"{result.record_id}: {result.ticks_replayed} ticks replayed of {result.ticks_recorded} recorded; "
+                  f"max ego deviation {result.max_deviation_m:.3e} m (tolerance {REPLAY_TOLERANCE_M:g} m)")
+    if result.video:
+        console.print(f"video: {result.video}")
+    if result.frames_dir:
+        console.print(f"frames: {result.frames_dir} ({result.frames_written} PNG files)")
+    if not result.reproduced:
+        console.print("[bold red]the replay did NOT reproduce the recorded trajectory[/]")
+        return EXIT_REPLAY_MISMATCH
+    return EXIT_OK
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(argv)
+    console = Console()
+    try:
+        return _dispatch(args, console, argv)
+    except KeyboardInterrupt:  # a second Ctrl-C while shutting down
+        console.print("[yellow]interrupted[/]")
+        return EXIT_INTERRUPTED
+
+
+def _dispatch(args: argparse.Namespace, console: Console, argv: list[str]) -> int:
+    if args.command == "run":
+        return _run(args, console, argv)
+    if args.command == "metrics":
+        return _metrics(args, console)
+    if args.command == "replay":
+        return _replay(args, console)
+    if args.command == "collect":
+        from carla_eval import collect
+
+        return collect.run(args)
+    from carla_eval import probe
+
+    return probe.run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,129 @@
+"""Typed configuration of one evaluation run, built by the CLI and passed explicitly everywhere.
+
+Everything here is a plain, picklable dataclass: the same objects travel to local worker
+processes (multiprocessing, spawn) and to Ray actors.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+VideoMode = Literal["failures", "all", "none"]
+PenaltyFormula = Literal["2.0", "2.1"]
+
+TICK_HZ = 20.0  # leaderboard simulation rate (fixed_delta_seconds = 0.05)
+
+
+@dataclass(frozen=True)
+class BackendSpec:
+    """Which simulator backend a worker builds, and its constructor options.
+
+    ``name`` is ``sandbox``, ``carla``, ``scripted`` or an import path ``package.module:ClassName``;
+    ``options`` are keyword arguments of that class's constructor (JSON-serialisable values).
+    """
+
+    name: str
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class AgentSpec:
+    """The agent under test: ``expert`` (the backend's privileged expert) or a leaderboard agent file."""
+
+    path: str  # "expert" or a path to a .py file with get_entry_point()
+    config: str = ""  # --agent-config, passed to agent.setup()
+    host: str = "localhost"  # Cls(host, port, debug), as the leaderboard evaluator builds agents
+    port: int = 2000
+    debug: bool = False
+
+    @property
+    def is_expert(self) -> bool:
+        return self.path == "expert"
+
+
+@dataclass(frozen=True)
+class VideoConfig:
+    """Failure videos. ``mode``: failures (failed or penalised routes), all, or none.
+
+    ``last_seconds``: the failures mode keeps a ring buffer of this many seconds before the end.
+    ``fps``: 20 (every tick) or 10 (every second tick). ``min_height``: the camera image is scaled
+    up (nearest neighbour) to at least this many pixels before drawing.
+    """
+
+    mode: VideoMode = "failures"
+    last_seconds: float = 10.0
+    fps: int = 10
+    min_height: int = 384
+    crf: int = 23
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("failures", "all", "none"):
+            raise ValueError(f"video mode must be failures, all or none, got {self.mode!r}")
+        if self.fps not in (10, 20):
+            raise ValueError(f"video fps must be 10 or 20, got {self.fps}")
+        if self.last_seconds <= 0:
+            raise ValueError(f"video last_seconds must be > 0, got {self.last_seconds}")
+
+    @property
+    def tick_stride(self) -> int:
+        """Ticks per video frame (20 Hz simulation)."""
+        return int(round(TICK_HZ / self.fps))
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """One ``carla-eval run``."""
+
+    backend: BackendSpec
+    routes_file: Path
+    agent: AgentSpec
+    out_dir: Path
+    workers: int = 1
+    ray_address: str | None = None  # None: local processes; "local", "auto" or a cluster address
+    routes_subset: str | None = None
+    repetitions: int = 1
+    resume: bool = False
+    seed: int = 0
+    video: VideoConfig = field(default_factory=VideoConfig)
+    retries: int = 2
+    penalty_formula: PenaltyFormula = "2.0"
+    route_timeout_s: float | None = None  # wall-clock limit per route attempt; None = no limit
+    save_traces: bool = True
+    show_progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.workers < 1:
+            raise ValueError(f"workers must be >= 1, got {self.workers}")
+        if self.repetitions < 1:
+            raise ValueError(f"repetitions must be >= 1, got {self.repetitions}")
+        if self.retries < 0:
+            raise ValueError(f"retries must be >= 0, got {self.retries}")
+        if self.penalty_formula not in ("2.0", "2.1"):
+            raise ValueError(f"penalty formula must be '2.0' or '2.1', got {self.penalty_formula!r}")
+        if self.route_timeout_s is not None and self.route_timeout_s <= 0:
+            raise ValueError(f"route timeout must be > 0 s, got {self.route_timeout_s}")
+
+
+def route_seed(base_seed: int, route_id: str, repetition: int, route_file_seed: int | None = None) -> int:
+    """Seed of one route x repetition: stable across runs, subsets, resumes and worker counts.
+
+    A route that names its own seed (``<route seed="...">``, as the sandbox suites do) runs with
+    exactly that seed at ``--seed 0``, repetition 0; other seeds / repetitions shift it. Otherwise
+    the seed is a hash of (base seed, route id, repetition).
+    """
+    if route_file_seed is not None:
+        return (route_file_seed + base_seed + 1_000_003 * repetition) & 0x7FFFFFFF
+    digest = hashlib.sha256(f"{base_seed}:{route_id}:{repetition}".encode()).digest()
+    return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
+
+
+def route_file_seed(attributes: dict[str, str]) -> int | None:
+    """The ``seed`` attribute of a ``<route>``, or None when absent or not an integer."""
+    raw = attributes.get("seed")
+    try:
+        return int(raw) if raw is not None else None
+    except ValueError:
+        return None

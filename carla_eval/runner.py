@@ -1,0 +1,304 @@
+"""``carla-eval run``: plan the routes, prepare or resume the run folder, run the queue, write files.
+
+Run folder (the main process is its only writer; every file is written atomically)::
+
+    RUN_DIR/run_manifest.json                       identity of the run (resume checks it)
+    RUN_DIR/results.json                            leaderboard results, rewritten after every route
+    RUN_DIR/metrics.json                            metrics over the run's routes (end of run)
+    RUN_DIR/metric_info/<save_name>/metric_info.json  Bench2Drive per-tick vehicle state
+    RUN_DIR/traces/<save_name>.npz                  seed + controls + ego track (replay)
+    RUN_DIR/videos/<save_name>.mp4                  failure videos
+    RUN_DIR/run.log                                 attempts, crashes, notes
+
+Killing the run at any moment loses at most the routes in flight; ``--resume`` runs the rest.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from carla_eval.atomic_io import atomic_write_bytes, atomic_write_json, remove_stale_temporaries
+from carla_eval.manifest import ManifestError, RunManifest
+from carla_eval.merge import METRIC_INFO_DIRNAME
+from carla_eval.metrics import ExpectedRoute, Metrics, compute_metrics
+from carla_eval.pool import PoolStartError
+from carla_eval.results import (
+    RESULTS_FILENAME,
+    ResultsFileError,
+    ResultsStore,
+    failure_record,
+    record_from_outcome,
+    route_length,
+    sensor_icons,
+)
+from carla_eval.route_job import RouteResult, RouteTask
+from carla_eval.routes import RouteConfig, RouteFileError, parse_routes_file, select_routes
+from carla_eval.run_config import RunConfig, route_file_seed, route_seed
+from carla_eval.scheduler import GivenUp, Scheduler, SchedulerHooks
+from carla_eval import scoring
+
+METRICS_FILENAME = "metrics.json"
+TRACES_DIRNAME = "traces"
+VIDEOS_DIRNAME = "videos"
+LOG_FILENAME = "run.log"
+
+
+class RunError(RuntimeError):
+    """The run cannot start (bad inputs, a folder that must not be touched, a run that differs)."""
+
+
+@dataclass
+class RunPlan:
+    routes: list[RouteConfig]
+    tasks: dict[str, RouteTask]  # record id -> first attempt, in run order
+    expected: list[ExpectedRoute]
+
+
+@dataclass
+class RunSummary:
+    run_dir: Path
+    recorded: int
+    total: int
+    interrupted: bool
+    metrics: Metrics | None
+    videos: list[Path] = field(default_factory=list)
+
+    @property
+    def results_path(self) -> Path:
+        return self.run_dir / RESULTS_FILENAME
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.run_dir / METRICS_FILENAME
+
+
+def plan_run(config: RunConfig) -> RunPlan:
+    """Routes of the run (file order, subset applied) and one task per route x repetition."""
+    try:
+        routes = select_routes(parse_routes_file(config.routes_file), config.routes_subset)
+    except (RouteFileError, ValueError) as exc:
+        raise RunError(str(exc)) from exc
+    tasks: dict[str, RouteTask] = {}
+    expected: list[ExpectedRoute] = []
+    for route in routes:
+        for rep in range(config.repetitions):
+            rid = route.record_id(rep)
+            tasks[rid] = RouteTask(
+                record_id=rid, index=len(tasks), route=route, repetition=rep,
+                seed=route_seed(config.seed, route.route_id, rep, route_file_seed(route.attributes)), attempt=0, agent=config.agent, video=config.video,
+            )
+            expected.append(ExpectedRoute(rid, route.scenario_type, ""))
+    return RunPlan(routes, tasks, expected)
+
+
+def _check_inputs(config: RunConfig) -> None:
+    from carla_eval.backend_factory import BackendError, resolve_backend_class
+
+    try:
+        backend_cls = resolve_backend_class(config.backend.name)
+    except BackendError as exc:
+        raise RunError(str(exc)) from exc
+    if config.agent.is_expert and getattr(backend_cls, "loads_agent_from_file", False):
+        raise RunError(f"backend {config.backend.name!r} has no built-in expert: pass --agent PATH.py")
+    if not config.agent.is_expert and not Path(config.agent.path).is_file():
+        raise RunError(f"agent file not found: {config.agent.path}")
+    if config.agent.config and not Path(config.agent.config).exists():
+        raise RunError(f"agent config not found: {config.agent.config}")
+
+
+def open_run_dir(config: RunConfig, plan: RunPlan, argv: list[str] | None) -> ResultsStore:
+    """Create a fresh run folder, or check and reopen one for ``--resume``; returns its results."""
+    out = Path(config.out_dir)
+    expected_ids = list(plan.tasks)
+    new_manifest = RunManifest.for_run(config, expected_ids, argv)
+    results_path = out / RESULTS_FILENAME
+    if not config.resume:
+        if out.exists() and (not out.is_dir() or any(out.iterdir())):
+            raise RunError(f"{out} exists and is not empty: refusing to overwrite it (use --resume to continue that run, or another --out)")
+        out.mkdir(parents=True, exist_ok=True)
+        new_manifest.add_session("start")
+        new_manifest.save(out)
+        store = ResultsStore.create(results_path, expected_ids)
+        store.save()
+        return store
+    if not out.is_dir():
+        raise RunError(f"--resume: {out} does not exist; nothing to resume")
+    try:
+        old = RunManifest.load(out)
+        old.check_resumable_by(new_manifest)
+    except ManifestError as exc:
+        raise RunError(str(exc)) from exc
+    try:
+        store = ResultsStore.load(results_path, expected_ids) if results_path.exists() else ResultsStore.create(results_path, expected_ids)
+    except ResultsFileError as exc:
+        raise RunError(f"--resume: {exc}. Nothing was changed; repair or move the file away.") from exc
+    remove_stale_temporaries(out)
+    old.settings = new_manifest.settings
+    old.add_session("resume")
+    old.save(out)
+    return store
+
+
+class _RunWriter:
+    """Main-process side of a run: turns results into files and records (single writer)."""
+
+    def __init__(self, config: RunConfig, store: ResultsStore, console: Console, progress: Any) -> None:
+        self.config = config
+        self.store = store
+        self.console = console
+        self.progress = progress
+        self.out = Path(config.out_dir)
+        self.videos: list[Path] = []
+        self._notes_seen: set[str] = set()
+        self._log = open(self.out / LOG_FILENAME, "a", encoding="utf-8")
+
+    def close(self) -> None:
+        self._log.close()
+
+    def note(self, message: str, show: bool = True) -> None:
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+        self._log.write(f"{stamp} {message}\n")
+        self._log.flush()
+        if show and message not in self._notes_seen:
+            self._notes_seen.add(message)
+            self.progress.log(message)
+
+    def _commit(self, record: dict[str, Any]) -> None:
+        self.store.add(record)
+        self.store.save()
+        self.progress.route_done(record)
+        self.note(f"recorded {record['route_id']}: {record['status']} (DS {record['scores']['score_composed']:.2f}, "
+                  f"attempts {record['attempts']})", show=False)
+
+    def on_done(self, result: RouteResult) -> None:
+        outcome = result.outcome
+        assert outcome is not None
+        task = result.task
+        for n in result.notes:
+            self.note(n)
+        name = outcome.save_name
+        if outcome.metric_info:
+            atomic_write_json(self.out / METRIC_INFO_DIRNAME / name / "metric_info.json", outcome.metric_info, indent=None)
+        if self.config.save_traces and outcome.trace is not None:
+            from carla_eval.traces import save_trace
+
+            save_trace(self.out / TRACES_DIRNAME / f"{name}.npz", task.record_id, outcome.trace, result.sensors, result.plans)
+        if result.video:
+            path = self.out / VIDEOS_DIRNAME / f"{name}.mp4"
+            atomic_write_bytes(path, result.video)
+            self.videos.append(path)
+        if not self.store.sensors and result.sensors:
+            self.store.sensors = sensor_icons(result.sensors)
+        keep = self.config.backend.name == "carla" and self.config.penalty_formula == "2.0"
+        record = record_from_outcome(
+            outcome, task.index, penalty_formula=self.config.penalty_formula, seed=task.seed, attempts=task.attempt + 1,
+            keep_backend_scores=keep,
+        )
+        self._commit(record)
+
+    def on_given_up(self, g: GivenUp) -> None:
+        task = g.task
+        self.note(f"{task.record_id}: giving up after {g.attempts} attempt(s): {g.status}: {g.error.splitlines()[0]}")
+        self._commit(failure_record(task.route, task.repetition, task.index, status=g.status, error=g.error,
+                                    seed=task.seed, attempts=g.attempts, duration_system=g.wall_s))
+
+    def record_invalid_route(self, task: RouteTask) -> None:
+        error = f"invalid route: {task.route.error}"
+        self.note(f"{task.record_id}: {error}")
+        self._commit(failure_record(task.route, task.repetition, task.index, status=scoring.STATUS_SIM_CRASH,
+                                    error=error, seed=task.seed, attempts=0))
+
+
+def _make_pool(config: RunConfig, size: int) -> Any:
+    if config.ray_address:
+        from carla_eval.ray_pool import RayWorkerPool
+
+        return RayWorkerPool(size, config.backend, config.agent, config.ray_address)
+    from carla_eval.workers import LocalWorkerPool
+
+    return LocalWorkerPool(size, config.backend, config.agent)
+
+
+def run_metrics(config: RunConfig, store: ResultsStore, plan: RunPlan) -> Metrics:
+    out = Path(config.out_dir)
+
+    def metric_info_of(record: dict[str, Any]) -> dict[str, Any] | None:
+        path = out / METRIC_INFO_DIRNAME / str(record.get("save_name", "")) / "metric_info.json"
+        return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+    metrics = compute_metrics(store.ordered_records(), plan.expected, metric_info_of)
+    metrics.penalty_formula = config.penalty_formula  # the records were scored with it
+    return metrics
+
+
+def run(config: RunConfig, console: Console | None = None, argv: list[str] | None = None) -> RunSummary:
+    """Run (or resume) an evaluation; see the module docstring. Raises RunError before any work
+    when the inputs or the run folder are not acceptable."""
+    console = console or Console()
+    _check_inputs(config)
+    plan = plan_run(config)
+    store = open_run_dir(config, plan, argv)
+    pending = [plan.tasks[rid] for rid in store.pending()]
+    from carla_eval.progress import RunProgress
+
+    progress = RunProgress(store.total, len(store.records), console, enabled=config.show_progress)
+    progress.seed_scores([float(r["scores"]["score_composed"]) for r in store.records.values()])
+    writer = _RunWriter(config, store, console, progress)
+    if config.resume:
+        writer.note(f"resuming {config.out_dir}: {len(store.records)} of {store.total} routes recorded, {len(pending)} to run")
+    interrupted = False
+    pool = None
+    previous_sigterm = None
+    if threading.current_thread() is threading.main_thread():
+        def _sigterm(signum: int, frame: Any) -> None:
+            raise KeyboardInterrupt
+
+        previous_sigterm = signal.signal(signal.SIGTERM, _sigterm)
+    try:
+        with progress:
+            runnable = []
+            for task in pending:
+                if task.route.error:
+                    writer.record_invalid_route(task)
+                else:
+                    runnable.append(task)
+            # longest routes first: a long route started last would leave the other workers idle
+            runnable.sort(key=lambda t: -route_length(t.route))
+            if runnable:
+                pool = _make_pool(config, min(config.workers, len(runnable)))
+                pool.start()
+                hooks = SchedulerHooks(
+                    on_done=writer.on_done,
+                    on_given_up=writer.on_given_up,
+                    on_progress=progress.route_progress,
+                    on_note=writer.note,
+                )
+                Scheduler(pool, hooks, retries=config.retries, route_timeout_s=config.route_timeout_s).run(runnable)
+    except KeyboardInterrupt:
+        interrupted = True
+        if pool is not None:
+            pool.close(grace_s=0.0)
+            pool = None
+        store.save()  # a record added just before the interrupt must reach the file
+        writer.note(f"interrupted: {len(store.records)} of {store.total} routes recorded in {config.out_dir}; "
+                    f"continue with --resume")
+    except PoolStartError as exc:
+        writer.note(f"stopping: {exc}")
+        raise RunError(str(exc)) from exc
+    finally:
+        if pool is not None:
+            pool.close()
+        if previous_sigterm is not None:
+            signal.signal(signal.SIGTERM, previous_sigterm)
+        writer.close()
+    metrics = run_metrics(config, store, plan)
+    atomic_write_json(Path(config.out_dir) / METRICS_FILENAME, metrics.to_json())
+    return RunSummary(Path(config.out_dir), len(store.records), store.total, interrupted, metrics, writer.videos)
