@@ -95,7 +95,9 @@ class DrivingModelBase(nn.Module):
     @classmethod
     def from_pretrained(cls, directory: str | os.PathLike[str], device: str | torch.device = "cpu"):
         """Load a folder written by :meth:`save_pretrained`; strict about every tensor."""
-        from transformers import AutoTokenizer
+        # The fast-tokenizer class reads tokenizer.json directly (tiny: ours; 0.5b: Qwen's), without
+        # AutoTokenizer's look-up of config.json, which holds our config, not a transformers one.
+        from transformers import PreTrainedTokenizerFast
 
         config_path, weights_path = checkpoint_files(directory)
         config = load_config(config_path)
@@ -103,7 +105,7 @@ class DrivingModelBase(nn.Module):
             raise ValueError(
                 f"{directory}: holds a {config.model_type!r} model, not {cls.config_class.model_type!r}"
             )
-        tokenizer = AutoTokenizer.from_pretrained(str(directory), local_files_only=True)
+        tokenizer = PreTrainedTokenizerFast.from_pretrained(str(directory), local_files_only=True)
         with torch.random.fork_rng(devices=[]):  # the random init is overwritten; keep the caller's RNG
             model = cls(config, tokenizer)
         load_state_dict_strict(model, weights_path)
