@@ -1,4 +1,4 @@
-"""The agent latency benchmark runs end to end (numbers are recorded in docs/benchmarks-agent.md)."""
+"""The agent latency benchmark runs end to end (numbers are recorded in docs/benchmarks.md)."""
 
 import json
 

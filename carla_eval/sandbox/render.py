@@ -38,6 +38,21 @@ class RenderStyle:
     vehicle: tuple[int, int, int] = (200, 200, 0)
     crashed: tuple[int, int, int] = (255, 100, 100)
     outline: tuple[int, int, int] = (20, 20, 20)
+    landmark: tuple[int, int, int] = (170, 150, 120)
+
+
+@dataclass(frozen=True)
+class LandmarkStyle:
+    """Roadside landmarks: small squares off the road at irregular spacing (seeded per town).
+
+    Without them a top-down view of a straight road looks the same wherever the car is (dashes
+    repeat every few metres), so the ego's motion between two frames could not be seen.
+    """
+
+    size_m: float = 1.2
+    min_gap_m: float = 4.0
+    max_gap_m: float = 16.0
+    offset_m: tuple[float, float] = (2.0, 6.0)  # distance beyond the lane edge
 
 
 def _bgra(rgb: tuple[int, int, int]) -> tuple[int, int, int, int]:
@@ -59,7 +74,9 @@ class MapRaster:
     Pixel (row r, col c) covers world x in [x0 + c / ppm, x0 + (c + 1) / ppm), y likewise with rows.
     """
 
-    def __init__(self, index: MapIndex, ppm: float, style: RenderStyle = RenderStyle()) -> None:
+    def __init__(
+        self, index: MapIndex, ppm: float, style: RenderStyle = RenderStyle(), landmarks: LandmarkStyle = LandmarkStyle()
+    ) -> None:
         ensure_offscreen_video()
         import pygame
         from highway_env.road.graphics import LaneGraphics, WorldSurface
@@ -73,6 +90,10 @@ class MapRaster:
         surface.scaling = self.ppm
         surface.origin = self.origin.copy()
         surface.fill(style.offroad)
+        # Landmarks first: the road surface drawn next hides any that fall on a neighbouring lane.
+        for poly in _landmark_squares(index, landmarks):
+            pts = [(float((px - x0) * ppm), float((py - y0) * ppm)) for px, py in poly]
+            pygame.draw.polygon(surface, style.landmark, pts, 0)
         polys = [lane_outline(lane) for lane in index.lanes.values()] + list(index.town.extra_drivable)
         for poly in polys:
             pts = [(float((px - x0) * ppm), float((py - y0) * ppm)) for px, py in poly]
@@ -82,6 +103,27 @@ class MapRaster:
         rgb = pygame.surfarray.array3d(surface).transpose(1, 0, 2)  # [H, W, 3] RGB
         self.image = np.ascontiguousarray(np.concatenate([rgb[..., ::-1], np.full(rgb.shape[:2] + (1,), 255, np.uint8)], axis=2))
         self.style = style
+
+
+def _landmark_squares(index: MapIndex, style: LandmarkStyle) -> list[np.ndarray]:
+    """Squares [4, 2] (world m) along both edges of every lane, spacing and offset drawn from a
+    generator seeded by the town's name (the same map every run)."""
+    seed = int.from_bytes(index.town.name.encode()[:8].ljust(8, b"\0"), "little")
+    rng = np.random.default_rng(seed)
+    half = style.size_m / 2.0
+    squares = []
+    for key in sorted(index.geometry, key=str):
+        geom, lane = index.geometry[key], index.lanes[key]
+        for side in (-1.0, 1.0):
+            s = float(rng.uniform(0.0, style.max_gap_m))
+            while s < geom.s[-1]:
+                lateral = side * (lane.width_at(s) / 2.0 + rng.uniform(*style.offset_m))
+                centre = geom.position(s, lateral)
+                h = float(geom.heading_at(s))
+                f, r = np.array([math.cos(h), math.sin(h)]), np.array([-math.sin(h), math.cos(h)])
+                squares.append(np.array([centre + f * dx + r * dy for dx, dy in ((half, -half), (half, half), (-half, half), (-half, -half))]))
+                s += float(rng.uniform(style.min_gap_m, style.max_gap_m))
+    return squares
 
 
 _RASTERS: dict[tuple[str, float], MapRaster] = {}

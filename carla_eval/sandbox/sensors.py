@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from agent.geo import GeoReference, yaw_to_compass
+from agent.rigs import SensorSuiteError, validate_sensor_suite
 from carla_eval.sandbox.map_index import MapIndex
 from carla_eval.sandbox.render import TopDownCamera, TopDownCameraSpec
 
@@ -36,14 +37,6 @@ IMU = "sensor.other.imu"
 SPEEDOMETER = "sensor.speedometer"
 GRAVITY = 9.81
 
-SENSORS_TRACK_LIMITS: dict[str, int] = {
-    CAMERA: 8,
-    "sensor.lidar.ray_cast": 2,
-    "sensor.other.radar": 4,
-    GNSS: 1,
-    IMU: 1,
-    SPEEDOMETER: 1,
-}
 SUPPORTED_TYPES = (CAMERA, GNSS, IMU, SPEEDOMETER)
 
 
@@ -66,39 +59,27 @@ def _number(spec: dict, key: str, sid: str, default: float | None = None) -> flo
 
 
 def validate_sensors(sensors: Any, max_mount_distance: float | None = None) -> list[dict]:
-    """Check an agent's ``sensors()`` result; return it as a list of dicts or raise SensorConfigError."""
+    """Check an agent's ``sensors()`` result; return it as a list of dicts or raise SensorConfigError.
+
+    The SENSORS-track rules are the agent package's (``agent.rigs.validate_sensor_suite``, one
+    source for both sides of the contract); on top, the sandbox rejects types it cannot simulate and
+    camera geometry it cannot render.
+    """
     if not isinstance(sensors, (list, tuple)):
         raise SensorConfigError(f"sensors() must return a list of dicts, got {type(sensors).__name__}")
-    seen: set[str] = set()
-    counts: dict[str, int] = {}
-    out = []
-    for i, spec in enumerate(sensors):
-        if not isinstance(spec, dict):
-            raise SensorConfigError(f"sensor #{i} is a {type(spec).__name__}, not a dict")
-        sid = spec.get("id")
-        if not isinstance(sid, str) or not sid:
-            raise SensorConfigError(f"sensor #{i} has no string 'id'")
-        if sid in seen:
-            raise SensorConfigError(f"sensor id {sid!r} is used twice")
-        seen.add(sid)
-        stype = spec.get("type")
-        if stype not in SENSORS_TRACK_LIMITS:
-            raise SensorConfigError(f"sensor {sid!r}: type {stype!r} is not allowed on the SENSORS track")
-        counts[stype] = counts.get(stype, 0) + 1
-        if counts[stype] > SENSORS_TRACK_LIMITS[stype]:
-            raise SensorConfigError(f"sensor {sid!r}: more than {SENSORS_TRACK_LIMITS[stype]} sensors of type {stype}")
+    try:
+        validate_sensor_suite(list(sensors), max_mount_radius_m=max_mount_distance)
+    except SensorSuiteError as exc:
+        raise SensorConfigError(str(exc)) from None
+    for spec in sensors:
+        stype = spec["type"]
         if stype not in SUPPORTED_TYPES:
             raise SensorConfigError(
-                f"sensor {sid!r}: type {stype} is not supported by the sandbox backend (supported: {', '.join(SUPPORTED_TYPES)})"
+                f"sensor {spec['id']!r}: type {stype} is not supported by the sandbox backend (supported: {', '.join(SUPPORTED_TYPES)})"
             )
-        if max_mount_distance is not None and stype != SPEEDOMETER:
-            dist = math.sqrt(sum(_number(spec, k, sid, 0.0) ** 2 for k in ("x", "y", "z")))
-            if dist > max_mount_distance:
-                raise SensorConfigError(f"sensor {sid!r} is mounted {dist:.2f} m from the vehicle centre (max {max_mount_distance} m)")
         if stype == CAMERA:
             camera_spec(spec)
-        out.append(spec)
-    return out
+    return list(sensors)
 
 
 def camera_spec(spec: dict) -> TopDownCameraSpec:

@@ -55,7 +55,8 @@ class Town:
     Attributes:
         name: town name used in route files (``<route town=...>``).
         network: the highway-env lane graph.
-        geo: geo-reference for GNSS (world origin's lat/lon).
+        geo: geo-reference for GNSS (world origin's lat/lon); (0, 0) in every town, as in CARLA's towns
+            and the agent configs' default.
         junction_roads: roads (from, to) inside junctions; a route through them gets a LEFT / RIGHT /
             STRAIGHT command from its heading change (consecutive junction roads form one manoeuvre).
         streams: background traffic streams.

@@ -30,7 +30,7 @@ def build() -> Town:
     return Town(
         name="highway",
         network=net,
-        geo=GeoReference(48.99, 8.40),
+        geo=GeoReference(0.0, 0.0),
         streams=streams,
         description=f"straight one-way motorway, {N_LANES} lanes x 4 m, {LENGTH:.0f} m, limit {SPEED_LIMIT:.0f} m/s",
     )

@@ -66,7 +66,7 @@ def build() -> Town:
     return Town(
         name="intersection",
         network=net,
-        geo=GeoReference(52.52, 13.40),
+        geo=GeoReference(0.0, 0.0),
         junction_roads=junction_roads,
         streams=streams,
         extra_drivable=(square(0.0, 0.0, BOX),),

@@ -63,7 +63,7 @@ def build() -> Town:
     return Town(
         name="merge",
         network=net,
-        geo=GeoReference(48.78, 9.18),
+        geo=GeoReference(0.0, 0.0),
         streams=streams,
         description="two-lane motorway with an on-ramp and a 150 m acceleration lane that ends",
     )

@@ -87,7 +87,7 @@ def build() -> Town:
     return Town(
         name="racetrack",
         network=net,
-        geo=GeoReference(50.33, 6.94),
+        geo=GeoReference(0.0, 0.0),
         streams=streams,
         description="closed 2-lane circuit of about 2 km, curves of radius 45-80 m",
     )

@@ -100,7 +100,7 @@ def build() -> Town:
     return Town(
         name="roundabout",
         network=net,
-        geo=GeoReference(45.46, 9.19),
+        geo=GeoReference(0.0, 0.0),
         junction_roads=junction_roads,
         streams=streams,
         priority_paths=((ring, True),),

@@ -1,0 +1,135 @@
+"""Both training stages with the real tiny model on a tiny synthetic dataset (2 steps each)."""
+
+from __future__ import annotations
+
+import csv
+import math
+
+import pytest
+import torch
+from accelerate import Accelerator
+
+from training.config import (ConfigError, DataConfig, EvalConfig, LogConfig, ModelConfig, OptimConfig, TrainConfig,
+                             dump_config, load_config)
+from training.synthetic import write_synthetic_dataset
+from training.train import run
+
+IMAGE = [32, 32]
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    return write_synthetic_dataset(tmp_path_factory.mktemp("data"), num_episodes=3, num_ticks=90, image_size=(32, 32))
+
+
+def _cfg(stage, data_dir, out, **model):
+    return TrainConfig(
+        stage=stage,
+        data=DataConfig(train_dir=str(data_dir), val_route_ids=["2"], max_val_frames=8),
+        model=ModelConfig(overrides={"image_size": IMAGE}, **model),
+        optim=OptimConfig(max_steps=2, batch_size=4, warmup_steps=1),
+        log=LogConfig(output_dir=str(out), log_every=1, eval_every=2, save_every=2, tensorboard=False),
+        eval=EvalConfig(batch_size=8),
+    )
+
+
+def test_pretrain_then_ik_then_shortcut(data_dir, tmp_path):
+    from agent.model.pipeline import load_pipeline
+
+    acc = Accelerator(cpu=True)
+    pre = run(_cfg("pretrain_encoder", data_dir, tmp_path / "pre"), accelerator=acc)
+    assert (tmp_path / "pre" / "final" / "encoder.safetensors").is_file()
+    assert pre.last_val["token_relative_frame_std"] > 0 and math.isfinite(pre.last_val["recon_mse"])
+
+    ik = run(_cfg("train", data_dir, tmp_path / "ik", encoder_from=str(tmp_path / "pre" / "final")), accelerator=acc)
+    for key in ("l2_1s", "l2_2s", "l2_3s", "collision_3s", "collision_gt_3s", "target_relative_frame_std", "target_collapsed", "future_r2"):
+        assert key in ik.last_val and math.isfinite(ik.last_val[key]), key
+    assert ik.last_val["target_relative_frame_std"] > 0
+    rows = list(csv.DictReader(open(tmp_path / "ik" / "train_log.csv")))
+    assert {"future_state", "trajectory"} <= set(rows[0])
+    pipe = load_pipeline(tmp_path / "ik" / "final")
+    assert pipe.model.vision_frozen and pipe.model.normalizer.is_fitted
+    # The stage-(a) encoder is what the trained model carries (frozen: unchanged by stage b).
+    from safetensors.torch import load_file
+
+    enc = load_file(str(tmp_path / "pre" / "final" / "encoder.safetensors"))
+    own = pipe.model.get_vision_encoder().state_dict()
+    name = next(k for k in enc if k.startswith("backbone."))
+    assert torch.equal(enc[name], own[name])
+
+    sc = run(_cfg("train", data_dir, tmp_path / "sc", kind="shortcut", encoder_from=str(tmp_path / "pre" / "final")),
+             accelerator=acc)
+    assert "l2_3s" in sc.last_val and "future_r2" not in sc.last_val
+    assert load_pipeline(tmp_path / "sc" / "final").config.model_type == "shortcut"
+
+
+def test_config_yaml_round_trip_and_errors(tmp_path):
+    cfg = _cfg("train", "data", tmp_path / "o")
+    dump_config(cfg, tmp_path / "c.yaml")
+    assert load_config(tmp_path / "c.yaml") == cfg
+    (tmp_path / "bad.yaml").write_text("stage: train\ndata: {train_dir: d}\noptim: {lr: 1e-3, max_step: 5}\n")
+    with pytest.raises(ConfigError, match=r"optim.*max_step"):
+        load_config(tmp_path / "bad.yaml")
+    (tmp_path / "bad2.yaml").write_text("stage: train\ndata: {train_dir: d}\noptim: {batch_size: '8'}\n")
+    with pytest.raises(ConfigError, match="optim.batch_size"):
+        load_config(tmp_path / "bad2.yaml")
+    (tmp_path / "bad3.yaml").write_text("stage: fly\ndata: {train_dir: d}\n")
+    with pytest.raises(ConfigError, match="stage"):
+        load_config(tmp_path / "bad3.yaml")
+
+
+def test_unknown_model_override_is_an_error(data_dir, tmp_path):
+    cfg = _cfg("train", data_dir, tmp_path / "x")
+    cfg.model.overrides["image_sise"] = [32, 32]
+    with pytest.raises(ConfigError, match="image_sise"):
+        run(cfg, accelerator=Accelerator(cpu=True))
+
+
+@pytest.mark.slow
+def test_make_weights_end_to_end_tiny(tmp_path):
+    """collect -> pretrain -> IK -> shortcut -> weights/, with a short route and 2 steps per stage."""
+    from agent.agent_config import load_agent_config
+    from agent.model import load_pipeline
+    from training.make_weights import MakeWeightsConfig, StageSteps, run as make_weights
+
+    routes = tmp_path / "r.xml"
+    routes.write_text('<routes><route id="1" town="highway"><waypoints><position x="20" y="4" z="0"/>'
+                      '<position x="300" y="4" z="0"/></waypoints></route></routes>')
+    steps = StageSteps(steps=2, warmup_steps=1)
+    cfg = MakeWeightsConfig(
+        work_dir=str(tmp_path / "work"), weights_dir=str(tmp_path / "weights"), train_routes=[str(routes)],
+        val_routes=[str(routes)], train_repetitions=1, val_repetitions=1, backend="sandbox",
+        workers=1, max_ticks=160, pretrain=steps, ik=steps, shortcut=steps, batch_size=4, eval_every=2,
+        max_val_frames=8, num_threads=1, model_overrides={"image_size": [32, 32]},
+    )
+    summary = make_weights(cfg, "test")
+    for name, model_type in (("ik-tiny", "ik_drive"), ("shortcut-tiny", "shortcut")):
+        folder = tmp_path / "weights" / name
+        agent = load_agent_config(folder / "agent.yaml")
+        assert agent.model == folder.resolve() and agent.rig == "sandbox-bev"
+        assert load_pipeline(agent.model).config.model_type == model_type
+        card = (folder / "README.md").read_text()
+        assert "l2_3s" in card and "python -m training.make_weights" not in card and "test" in card
+        assert (folder / "training" / "val_log.csv").is_file()
+        assert summary["results"][name]["size_mb"] < 50
+    assert summary["manifests"]["train"]["frames"] == 80
+
+
+def test_real_model_resume_matches_uninterrupted_run(data_dir, tmp_path):
+    from safetensors.torch import load_file
+
+    cfg = _cfg("train", data_dir, tmp_path / "full")
+    cfg.optim.max_steps, cfg.log.save_every, cfg.log.eval_every = 4, 2, 100
+    acc = Accelerator(cpu=True)
+    run(cfg, accelerator=acc)
+    # Resume the same run from its step-2 checkpoint in a fresh folder.
+    cfg.log.output_dir = str(tmp_path / "part")
+    resumed = run(cfg, resume=str(tmp_path / "full" / "checkpoints" / "step_0000002"), accelerator=acc)
+    assert resumed.resumed_from.endswith("step_0000002") and resumed.final_step == 4
+    a = load_file(str(tmp_path / "full" / "final" / "model.safetensors"))
+    b = load_file(str(tmp_path / "part" / "final" / "model.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    rows_full = list(csv.DictReader(open(tmp_path / "full" / "train_log.csv")))
+    rows_part = list(csv.DictReader(open(tmp_path / "part" / "train_log.csv")))
+    assert [int(r["step"]) for r in rows_part] == [3, 4]
+    assert [r["loss"] for r in rows_full[2:]] == [r["loss"] for r in rows_part]

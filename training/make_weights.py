@@ -1,0 +1,306 @@
+"""``python -m training.make_weights`` (``make weights``): build the shipped tiny checkpoints end to end.
+
+Steps (each logged with its wall time; all outputs under ``work_dir``):
+
+1. collect expert data in the sandbox: training routes and held-out validation routes
+   (``training.collection``; perturbations on the training runs only);
+2. stage (a): pre-train the tiny vision encoder (image reconstruction), then freeze it;
+3. stage (b): train the IK model (future-state loss + IK net) on the frozen encoder;
+4. stage (b): train the shortcut baseline on the same data and the same frozen encoder;
+5. copy both models into ``weights_dir``/ik-tiny and ``weights_dir``/shortcut-tiny with their
+   ``agent.yaml``, training logs and a model card (README.md) holding the data, the command lines,
+   the training times and the validation metrics.
+
+Sizes (routes, repetitions, steps, batch) come from a :class:`MakeWeightsConfig` YAML
+(default ``training/configs/make_weights.yaml``); ``--quick`` shrinks everything for a smoke run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import os
+import platform
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from training.config import (DataConfig, EvalConfig, LogConfig, ModelConfig, OptimConfig, PretrainConfig, TrainConfig,
+                             from_dict)
+
+logger = logging.getLogger("training.make_weights")
+
+DEFAULT_CONFIG = Path(__file__).resolve().parent / "configs" / "make_weights.yaml"
+
+
+@dataclass
+class StageSteps:
+    """Optimizer steps and learning rate of one training stage."""
+
+    steps: int
+    lr: float = 3e-4
+    warmup_steps: int = 50
+
+
+@dataclass
+class MakeWeightsConfig:
+    """Everything ``make weights`` does, sized for a CPU machine (see the YAML for the shipped values)."""
+
+    work_dir: str = "runs/make_weights"
+    weights_dir: str = "weights"
+    train_routes: list[str] = field(default_factory=lambda: ["training/routes/train.xml"])
+    val_routes: list[str] = field(default_factory=lambda: ["training/routes/val.xml"])
+    train_repetitions: int = 2
+    val_repetitions: int = 1
+    seed: int = 0
+    backend: str = "sandbox"
+    workers: int = 2
+    noise: str = "default"
+    frame_stride: int = 2
+    max_ticks: int | None = None
+    image_format: str = "png"
+    pretrain: StageSteps = field(default_factory=lambda: StageSteps(steps=600, lr=1e-3))
+    ik: StageSteps = field(default_factory=lambda: StageSteps(steps=2000))
+    shortcut: StageSteps = field(default_factory=lambda: StageSteps(steps=2000))
+    batch_size: int = 16
+    eval_every: int = 500
+    max_val_frames: int = 256
+    num_threads: int = 2
+    model_overrides: dict[str, Any] = field(default_factory=dict)
+    skip_collect: bool = False
+
+
+def quick(cfg: MakeWeightsConfig) -> MakeWeightsConfig:
+    """A smoke-sized copy of ``cfg`` (minutes, for checking the pipeline end to end)."""
+    return dataclasses.replace(
+        cfg, train_repetitions=1, val_repetitions=1, max_ticks=200,
+        pretrain=StageSteps(steps=20, lr=1e-3, warmup_steps=5), ik=StageSteps(steps=20, warmup_steps=5),
+        shortcut=StageSteps(steps=20, warmup_steps=5), eval_every=20, max_val_frames=32,
+    )
+
+
+def load_make_weights_config(path: str | Path) -> MakeWeightsConfig:
+    data = yaml.safe_load(Path(path).read_text()) if Path(path).is_file() else None
+    if data is None and not Path(path).is_file():
+        raise FileNotFoundError(f"make_weights config not found: {path}")
+    return from_dict(MakeWeightsConfig, data, where=str(path))
+
+
+def collect_stage(cfg: MakeWeightsConfig, routes: list[str], repetitions: int, out: Path, seed: int, noise: str) -> dict[str, Any]:
+    """Run one collection (skipping episodes that already exist); returns the manifest."""
+    from training.collection import CollectConfig, NoiseConfig, run_collection
+    from training.recording import RecorderConfig
+
+    ccfg = CollectConfig(
+        routes=tuple(routes), out=str(out), backend=cfg.backend, repetitions=repetitions, seed=seed, workers=cfg.workers,
+        noise=NoiseConfig.parse(noise), recorder=RecorderConfig(frame_stride=cfg.frame_stride, image_format=cfg.image_format),
+        max_ticks=cfg.max_ticks,
+    )
+    return run_collection(ccfg)
+
+
+def stage_config(cfg: MakeWeightsConfig, stage: str, kind: str, steps: StageSteps, data: Path, out: Path,
+                 encoder: Path | None) -> TrainConfig:
+    return TrainConfig(
+        stage=stage,  # type: ignore[arg-type]
+        data=DataConfig(train_dir=str(data / "train"), val_dir=str(data / "val"), max_val_frames=cfg.max_val_frames),
+        model=ModelConfig(kind=kind, overrides=dict(cfg.model_overrides),  # type: ignore[arg-type]
+                          encoder_from=str(encoder) if encoder else None, freeze_encoder=True),
+        optim=OptimConfig(lr=steps.lr, warmup_steps=steps.warmup_steps, max_steps=steps.steps, batch_size=cfg.batch_size),
+        pretrain=PretrainConfig(),
+        log=LogConfig(output_dir=str(out), log_every=25, eval_every=cfg.eval_every, save_every=cfg.eval_every, keep_last=1),
+        eval=EvalConfig(),
+        seed=cfg.seed,
+        num_threads=cfg.num_threads,
+    )
+
+
+AGENT_YAML = """\
+# IKAgent configuration of this checkpoint (the model folder is this file's folder).
+# Run it: carla-eval run --backend sandbox --routes routes/sandbox/bench.xml --agent agent/ik_agent.py \\
+#   --agent-config {rel}/agent.yaml
+model: .
+device: cpu
+num_threads: 1
+rig: sandbox-bev
+planning_hz: 10.0
+num_inference_steps: null
+seed: 0
+lat_ref: 0.0
+lon_ref: 0.0
+acceleration_source: {acceleration_source}
+route:
+  reach_radius_m: {reach}
+  min_spacing_m: {spacing}
+"""
+
+
+def _dir_size_mb(path: Path) -> float:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) / 1e6
+
+
+def install_weights(final_model: Path, run_dir: Path, dest: Path, card: str, agent_yaml: str) -> None:
+    """Copy a trained model folder + logs + agent.yaml + README.md to ``dest`` (replaced atomically)."""
+    tmp = dest.with_name(f".{dest.name}.tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    shutil.copytree(final_model, tmp)
+    (tmp / "training").mkdir()
+    for name in ("train_log.csv", "val_log.csv", "config.yaml", "result.json"):
+        if (run_dir / name).is_file():
+            shutil.copy(run_dir / name, tmp / "training" / name)
+    (tmp / "agent.yaml").write_text(agent_yaml)
+    (tmp / "README.md").write_text(card)
+    for p in [tmp, *tmp.rglob("*")]:  # save_pretrained's temporary folders are private (0700)
+        p.chmod(0o755 if p.is_dir() else 0o644)
+    if dest.exists():
+        old = dest.with_name(f".{dest.name}.old")
+        if old.exists():
+            shutil.rmtree(old)
+        os.replace(dest, old)
+        os.replace(tmp, dest)
+        shutil.rmtree(old)
+    else:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(tmp, dest)
+
+
+def model_card(name: str, kind: str, cfg: MakeWeightsConfig, manifests: dict[str, dict[str, Any]],
+               timings: dict[str, float], results: dict[str, Any], params: dict[str, int], command: str) -> str:
+    """The README.md of a shipped checkpoint (markdown)."""
+    tr, va = manifests["train"]["totals"], manifests["val"]["totals"]
+    val = results.get("last_val", {})
+    metric_rows = "\n".join(f"| {k} | {v:.4g} |" for k, v in sorted(val.items()))
+    what = ("IK-grounded VLA (vision encoder -> Qwen2-style VLA predicting the future visual tokens -> "
+            "IK net decoding the trajectory from current + predicted future tokens)" if kind == "ik" else
+            "shortcut baseline VLA (same encoder and LLM; trajectory regressed from the LLM hidden state, "
+            "no future-state loss)")
+    return f"""# {name}
+
+A tiny {what}, trained from scratch on CPU on data from the embedded highway-env sandbox. It is a
+functional test-scale checkpoint for the sandbox (`sandbox-bev` rig: one 128 x 128 top-down camera),
+not a reproduction of the paper's results (Shim & Park, "Grounding Driving VLA via Inverse
+Kinematics", arXiv 2605.21061).
+
+## Files
+- `config.json`, `model.safetensors`, tokenizer files: `agent.model.load_pipeline("{cfg.weights_dir}/{name}")`
+- `agent.yaml`: the IKAgent config (model folder = this folder)
+- `training/`: train / validation logs (CSV), the stage config and its result
+
+Parameters: {params.get('total', 0):,} ({', '.join(f'{k} {v:,}' for k, v in params.items() if k not in ('total', 'trainable'))}).
+
+## Data
+Privileged sandbox expert with control perturbations (recovery data), recorded at 10 Hz; labels are
+the ego's actual future positions (6 waypoints, 0.5 s apart, ego frame), the future visual state is
+the camera frame 3 s later.
+- training: {tr['episodes']} episodes, {tr['frames']} frames ({tr['perturbed_frames']} with a perturbed control),
+  routes {', '.join(cfg.train_routes)} x {cfg.train_repetitions} repetitions, noise `{cfg.noise}`
+- validation (held-out routes, no perturbation): {va['episodes']} episodes, {va['frames']} frames,
+  routes {', '.join(cfg.val_routes)}
+- git revision at collection: {manifests['train'].get('git_revision')}
+
+## Training
+1. encoder pre-training (image reconstruction from patch tokens): {cfg.pretrain.steps} steps, lr {cfg.pretrain.lr}
+2. {'IK model' if kind == 'ik' else 'shortcut baseline'}: {(cfg.ik if kind == 'ik' else cfg.shortcut).steps} steps,
+   batch {cfg.batch_size}, AdamW lr {(cfg.ik if kind == 'ik' else cfg.shortcut).lr}, cosine schedule, encoder frozen
+
+Wall time on this machine ({platform.processor() or platform.machine()}, {cfg.num_threads} torch threads):
+{chr(10).join(f'- {k}: {v / 60:.1f} min' for k, v in timings.items())}
+
+## Validation (held-out routes, open loop)
+L2 in metres at 1/2/3 s; collision = share of frames whose planned ego box overlaps another
+vehicle's ground-truth box at the same future time (`collision_gt_*`: the same for the expert's
+actual path, the floor of that measure).
+
+| metric | value |
+|---|---:|
+{metric_rows}
+
+Closed-loop results on routes/sandbox/bench.xml, the grounding probe and the known limitations of
+this setup: docs/training.md ("Results").
+
+## Reproduce
+```
+{command}
+```
+(`make weights` runs exactly this; sizes in training/configs/make_weights.yaml.)
+"""
+
+
+def run(cfg: MakeWeightsConfig, command: str, resume: bool = False) -> dict[str, Any]:
+    """All steps of the module doc; returns a summary (also written to ``work_dir/summary.json``).
+
+    ``resume``: continue each training stage from its latest checkpoint in ``work_dir`` (collection
+    always skips the episodes already recorded)."""
+    from training.train import run as train_run
+
+    work = Path(cfg.work_dir)
+    data = work / "data"
+    timings: dict[str, float] = {}
+    t = time.perf_counter()
+    if not cfg.skip_collect:
+        collect_stage(cfg, cfg.train_routes, cfg.train_repetitions, data / "train", cfg.seed, cfg.noise)
+        collect_stage(cfg, cfg.val_routes, cfg.val_repetitions, data / "val", cfg.seed + 500_000, "none")
+    timings["data collection"] = time.perf_counter() - t
+    manifests = {s: json.loads((data / s / "manifest.json").read_text()) for s in ("train", "val")}
+
+    t = time.perf_counter()
+    again = "auto" if resume else None
+    pre = train_run(stage_config(cfg, "pretrain_encoder", "ik", cfg.pretrain, data, work / "pretrain", None), resume=again)
+    timings["encoder pre-training"] = time.perf_counter() - t
+    encoder = Path(pre.final_model)
+
+    results: dict[str, Any] = {"pretrain": dataclasses.asdict(pre)}
+    for name, kind, steps in (("ik-tiny", "ik", cfg.ik), ("shortcut-tiny", "shortcut", cfg.shortcut)):
+        t = time.perf_counter()
+        res = train_run(stage_config(cfg, "train", kind, steps, data, work / name, encoder), resume=again)
+        timings[f"{name} training"] = time.perf_counter() - t
+        results[name] = dataclasses.asdict(res)
+    stage_times = dict(timings)
+    for name, kind in (("ik-tiny", "ik"), ("shortcut-tiny", "shortcut")):
+        from agent.model import load_model
+
+        params = load_model(results[name]["final_model"]).parameter_counts()
+        shown = {k: v for k, v in stage_times.items() if k in ("data collection", "encoder pre-training", f"{name} training")}
+        card = model_card(name, kind, cfg, manifests, shown, results[name], params, command)
+        agent_yaml = AGENT_YAML.format(rel=f"{cfg.weights_dir}/{name}", acceleration_source="imu", reach=4.0, spacing=50.0)
+        install_weights(Path(results[name]["final_model"]), work / name, Path(cfg.weights_dir) / name, card, agent_yaml)
+        results[name]["size_mb"] = _dir_size_mb(Path(cfg.weights_dir) / name)
+    summary = {"timings_s": timings, "results": results, "manifests": {k: v["totals"] for k, v in manifests.items()}}
+    (work / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True, default=str))
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m training.make_weights", description=__doc__.split("\n")[0])
+    parser.add_argument("--config", default=str(DEFAULT_CONFIG), help="MakeWeightsConfig YAML")
+    parser.add_argument("--quick", action="store_true", help="smoke-sized run (minutes)")
+    parser.add_argument("--work-dir", default=None)
+    parser.add_argument("--weights-dir", default=None)
+    parser.add_argument("--skip-collect", action="store_true", help="reuse the data already in work_dir/data")
+    parser.add_argument("--resume", action="store_true", help="continue training stages from their latest checkpoints")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    cfg = load_make_weights_config(args.config)
+    if args.quick:
+        cfg = quick(cfg)
+    overrides = {k: v for k, v in (("work_dir", args.work_dir), ("weights_dir", args.weights_dir)) if v is not None}
+    if args.skip_collect:
+        overrides["skip_collect"] = True
+    cfg = dataclasses.replace(cfg, **overrides)
+    command = "python -m training.make_weights " + " ".join(argv if argv is not None else sys.argv[1:])
+    summary = run(cfg, command.strip(), resume=args.resume)
+    for k, v in summary["timings_s"].items():
+        print(f"{k}: {v / 60:.1f} min")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

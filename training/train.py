@@ -1,0 +1,149 @@
+"""Entry point: ``python -m training.train --config training/configs/<name>.yaml [--resume auto|DIR]``.
+
+Builds the objects a config describes (datasets, model, task, accelerator) and runs the trainer.
+Stages: ``pretrain_encoder`` (a) writes a pre-trained encoder folder; ``train`` (b) trains the IK
+model or the shortcut baseline (optionally from a stage-(a) encoder, frozen) and writes a
+``save_pretrained`` model folder to ``<output_dir>/final``.
+Multi-GPU: ``accelerate launch -m training.train --config ...`` (same code).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from training.config import ConfigError, ModelConfig, TrainConfig, dump_config, load_config
+from training.dataset import DrivingDataset
+from training.manifest import DatasetScan, scan_dataset
+from training.trainer import Trainer, TrainResult
+
+logger = logging.getLogger("training")
+
+MODEL_TYPES = {"ik": "ik_drive", "shortcut": "shortcut"}
+
+
+def build_model(cfg: ModelConfig, seed: int) -> Any:
+    """A fresh model of ``cfg.preset`` (or the model saved at ``cfg.init_from``)."""
+    from agent.model.pipeline import load_model
+    from agent.model.presets import PresetOverrides, build_preset
+
+    if cfg.init_from is not None:
+        model = load_model(cfg.init_from)
+        if model.config.model_type != MODEL_TYPES[cfg.kind]:
+            raise ConfigError(f"model.init_from {cfg.init_from} holds a {model.config.model_type!r} model, config says {cfg.kind!r}")
+        return model
+    overrides = dict(cfg.overrides)
+    known = {f.name for f in dataclasses.fields(PresetOverrides)} - {"model_type"}
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+        raise ConfigError(f"model.overrides: unknown key(s) {unknown} (known: {sorted(known)})")
+    if "image_size" in overrides:
+        overrides["image_size"] = tuple(overrides["image_size"])
+    return build_preset(cfg.preset, seed=seed, model_type=MODEL_TYPES[cfg.kind], **overrides)
+
+
+def split_data(cfg: TrainConfig) -> tuple[DatasetScan, DatasetScan | None]:
+    """(train scan, validation scan) per ``cfg.data`` (see :class:`training.config.DataConfig`)."""
+    d = cfg.data
+    scan = scan_dataset(d.train_dir)
+    if d.val_dir is not None:
+        val = scan_dataset(d.val_dir)
+    elif d.val_route_ids:
+        held = set(d.val_route_ids)
+        val = DatasetScan(scan.root, [e for e in scan.episodes if e.meta.route_id in held], [], scan.manifest)
+        scan = DatasetScan(scan.root, [e for e in scan.episodes if e.meta.route_id not in held], scan.skipped, scan.manifest)
+        if not val.episodes:
+            raise ConfigError(f"data.val_route_ids {sorted(held)}: no such route in {d.train_dir}")
+    else:
+        val = None
+    if not scan.episodes:
+        raise ConfigError(f"data.train_dir {d.train_dir}: no usable episodes\n{scan.report()}")
+    return scan, val
+
+
+def ego_size(scan: DatasetScan) -> tuple[float, float]:
+    sizes = {tuple(e.meta.ego_size) for e in scan.episodes}
+    return tuple(max(sizes)) if sizes else (5.0, 2.0)  # type: ignore[return-value]
+
+
+def make_accelerator(cfg: TrainConfig) -> Any:
+    from accelerate import Accelerator
+    from accelerate.utils import DistributedDataParallelKwargs
+
+    return Accelerator(
+        cpu=not torch.cuda.is_available(),
+        mixed_precision=cfg.mixed_precision,
+        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
+    )
+
+
+def run(cfg: TrainConfig, resume: str | None = None, accelerator: Any = None) -> TrainResult:
+    """Run one stage described by ``cfg``; returns the trainer's result."""
+    from training.planner_task import PlannerTask, is_ik_model
+    from training.pretrain import EncoderPretrainTask, load_pretrained_encoder
+
+    torch.set_num_threads(cfg.num_threads)
+    acc = accelerator or make_accelerator(cfg)
+    out = Path(cfg.log.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    dump_config(cfg, out / "config.yaml")
+    train_scan, val_scan = split_data(cfg)
+    for s in (train_scan, val_scan):
+        if s is not None and s.skipped:
+            logger.warning(s.report())
+    model = build_model(cfg.model, cfg.seed)
+    horizon = model.config.future.horizon_s if is_ik_model(model) else None
+
+    def dataset(scan: DatasetScan, max_frames: int | None, with_boxes: bool) -> DrivingDataset:
+        return DrivingDataset(scan.episodes, image_size=model.config.image_size, perturbed_label=cfg.data.perturbed_label,
+                              max_frames=max_frames, horizon_s=horizon, cache_images=cfg.data.cache_images,
+                              with_boxes=with_boxes)
+
+    train_ds = dataset(train_scan, cfg.data.max_train_frames, False)
+    val_ds = dataset(val_scan, cfg.data.max_val_frames, True) if val_scan is not None else None
+    logger.info("train samples %d, validation samples %d", len(train_ds), len(val_ds) if val_ds else 0)
+    if cfg.stage == "pretrain_encoder":
+        task: Any = EncoderPretrainTask(model.get_vision_encoder(), cfg.pretrain, model.config.vision.to_dict())
+    else:
+        if cfg.model.encoder_from is not None:
+            load_pretrained_encoder(model.get_vision_encoder(), cfg.model.encoder_from, model.config.vision.to_dict())
+        model.set_vision_frozen(cfg.model.freeze_encoder)
+        if cfg.model.init_from is None:
+            model.normalizer.fit(torch.from_numpy(train_ds.all_trajectories()))
+        task = PlannerTask(model, cfg.eval, ego_size(train_scan), seed=cfg.seed)
+    trainer = Trainer(task, train_ds, val_ds, cfg.optim, cfg.log, cfg.seed, acc, run_config=cfg)
+    return trainer.run(resume=resume)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m training.train", description=__doc__.split("\n")[0])
+    parser.add_argument("--config", required=True, help="YAML file of a training.config.TrainConfig")
+    parser.add_argument("--resume", default=None, help="checkpoint folder, or 'auto' for the latest in output_dir")
+    parser.add_argument("--output-dir", default=None, help="override log.output_dir")
+    parser.add_argument("--max-steps", type=int, default=None, help="override optim.max_steps")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    try:
+        cfg = load_config(args.config)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.output_dir is not None:
+        cfg = dataclasses.replace(cfg, log=dataclasses.replace(cfg.log, output_dir=args.output_dir))
+    if args.max_steps is not None:
+        cfg = dataclasses.replace(cfg, optim=dataclasses.replace(cfg.optim, max_steps=args.max_steps))
+    result = run(cfg, resume=args.resume)
+    print(f"done: {result.final_step} steps in {result.wall_s:.1f} s -> {result.final_model}")
+    if result.last_val:
+        print("validation: " + ", ".join(f"{k}={v:.4g}" for k, v in sorted(result.last_val.items())))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
