@@ -65,6 +65,7 @@ class AgentConfig:
         planning_hz: how often the model plans (Hz). Between plans the last plan is moved into the
             current ego frame (agent/odometry.py). >= the tick rate plans every tick.
         num_inference_steps: diffusion denoising steps (None: the model's default).
+        num_samples: diffusion plans drawn per planning step and averaged (1: one draw).
         seed: seed of the diffusion sampler's generator (plans are reproducible per route).
         num_threads: torch CPU threads (None: leave torch's default).
         lat_ref, lon_ref: the map's geo-reference in degrees (CARLA towns: 0, 0).
@@ -86,6 +87,7 @@ class AgentConfig:
     rig: str = "sandbox-bev"
     planning_hz: float = 10.0
     num_inference_steps: int | None = None
+    num_samples: int = 1
     seed: int = 0
     num_threads: int | None = None
     lat_ref: float = 0.0
@@ -109,6 +111,8 @@ class AgentConfig:
             raise ConfigError(f"planning_hz: must be > 0, got {self.planning_hz}")
         if self.num_inference_steps is not None and self.num_inference_steps < 1:
             raise ConfigError(f"num_inference_steps: must be >= 1, got {self.num_inference_steps}")
+        if self.num_samples < 1:
+            raise ConfigError(f"num_samples: must be >= 1, got {self.num_samples}")
         if self.num_threads is not None and self.num_threads < 1:
             raise ConfigError(f"num_threads: must be >= 1, got {self.num_threads}")
         if self.acceleration_source not in ACCELERATION_SOURCES:

@@ -111,7 +111,8 @@ class IKAgent(AutonomousAgent):
         route.set_gps_route(plan, geo)
 
         runner = PlanRunner(self._load_pipeline(config), device=config.device,
-                            num_inference_steps=config.num_inference_steps, seed=config.seed)
+                            num_inference_steps=config.num_inference_steps, seed=config.seed,
+                            num_samples=config.num_samples)
         if runner.num_cameras != rig.num_cameras:
             raise AgentSetupError(
                 f"the model at {config.model} reads {runner.num_cameras} camera(s) but rig {rig.name!r} "

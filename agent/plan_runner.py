@@ -44,10 +44,11 @@ class PlanRunner:
     """Runs ``pipeline`` on one sample with a seeded generator (reproducible per route)."""
 
     def __init__(self, pipeline: Any, device: str = "cpu", num_inference_steps: int | None = None,
-                 seed: int = 0) -> None:
+                 seed: int = 0, num_samples: int = 1) -> None:
         self.pipeline = pipeline
         self.device = torch.device(device)
         self.num_inference_steps = num_inference_steps
+        self.num_samples = int(num_samples)
         self.num_cameras, self.image_size, self.num_waypoints, self.waypoint_dt = model_geometry(pipeline)
         self.seed = int(seed)
         self.generator = torch.Generator(device=self.device)
@@ -79,7 +80,8 @@ class PlanRunner:
                 target_point=torch.as_tensor(np.asarray(target_point, dtype=np.float32).reshape(1, 2),
                                              device=self.device),
             )
-            output = self.pipeline(inputs, num_inference_steps=self.num_inference_steps, generator=self.generator)
+            output = self.pipeline(inputs, num_inference_steps=self.num_inference_steps, generator=self.generator,
+                                   num_samples=self.num_samples)
             trajectory = output.trajectory.detach().to("cpu", torch.float64).numpy()
         if trajectory.shape != (1, self.num_waypoints, 2):
             raise PlanError(f"trajectory: expected shape (1, {self.num_waypoints}, 2), got {trajectory.shape}")

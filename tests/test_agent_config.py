@@ -40,6 +40,7 @@ model: m
 device: cuda:1
 planning_hz: 20
 num_inference_steps: 3
+num_samples: 4
 controller: {turn_kp: 1, speed_window: 10}
 creep: {stuck_ticks: 100, recheck_ticks: 10}
 route: {min_spacing_m: 0}
@@ -52,6 +53,7 @@ debug_frames: true
     assert config.controller.speed_kp == ControllerConfig().speed_kp  # untouched defaults stay
     assert config.creep.stuck_ticks == 100 and config.route.min_spacing_m == 0.0
     assert config.debug_frames is True
+    assert config.num_samples == 4
 
 
 @pytest.mark.parametrize(
@@ -92,6 +94,7 @@ def test_wrong_types_are_errors_naming_the_key(tmp_path, text, key):
         ("model: m\ndevice: gpu0\n", "device"),
         ("model: m\nrig: five-cams\n", "rig"),
         ("model: m\nplanning_hz: 0\n", "planning_hz"),
+        ("model: m\nnum_samples: 0\n", "num_samples"),
         ("model: m\nacceleration_source: gps\n", "acceleration_source"),
         ("model: m\nsafety: {max_speed_mps: -1}\n", "safety.max_speed_mps"),
         ("model: m\ncontroller: {max_throttle: 2.0}\n", "max_throttle"),

@@ -31,3 +31,11 @@ def test_cli_prints_stages_and_parameters(capsys):
     text = capsys.readouterr().out
     for word in ("encoder", "vla", "ik_net", "ik_net/step", "total", "parameters", "torch"):
         assert word in text
+
+
+def test_cli_with_averaged_samples(capsys):
+    torch.set_num_threads(1)
+    assert main(["--preset", "tiny", "--runs", "2", "--warmup", "0", "--steps", "2", "--samples", "4", "--threads", "1"]) == 0
+    assert "mean of 4 diffusion draws" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(["--preset", "tiny", "--samples", "0"])

@@ -221,3 +221,55 @@ def test_future_target_is_the_eval_mode_encoder_output_while_training():
     model.eval()
     with torch.no_grad():
         torch.testing.assert_close(target_a, model.vision(batch.future_images))
+
+
+def test_token_matcher_reads_a_known_shift_of_the_grid():
+    """Future tokens = current tokens moved one row down the grid: with a sharp softmax, every token
+    whose match is inside the grid finds it one row down, same column, with a peaked weight."""
+    from agent.model.ik_net import TokenMatcher
+
+    torch.manual_seed(0)
+    matcher = TokenMatcher(vision_size=32, width=16, heads=2, grid=(1, 4, 4))
+    with torch.no_grad():
+        matcher.log_scale.fill_(3.0)
+    captured = {}
+    matcher.out.register_forward_hook(lambda m, inp, out: captured.update(feats=inp[0]))
+    current = torch.randn(1, 16, 32)
+    future = torch.roll(current.view(1, 4, 4, 32), shifts=1, dims=1).reshape(1, 16, 32)
+    out = matcher(current, future)
+    assert out.shape == (1, 16, 16)
+    feats = captured["feats"].view(4, 4, 2, 3)  # [rows, cols, heads, (d_row, d_col, peak)]
+    interior = feats[:3]  # rows 0-2 moved to rows 1-3 (row 3 wrapped to row 0)
+    assert torch.allclose(interior[..., 0], torch.ones_like(interior[..., 0]), atol=0.05)
+    assert torch.allclose(interior[..., 1], torch.zeros_like(interior[..., 1]), atol=0.05)
+    assert (interior[..., 2] > 0.9).all()
+
+
+def test_matcher_and_memory_layers_change_the_plan_and_keep_shapes():
+    base = build().eval()
+    rich = build(ik_flow_heads=2, ik_memory_layers=1).eval()
+    assert rich.config.ik_net.flow_heads == 2 and rich.config.ik_net.memory_layers == 1
+    assert rich.ik_net.matcher is not None and len(rich.ik_net.memory_blocks) == 1
+    assert base.ik_net.matcher is None and len(base.ik_net.memory_blocks) == 0
+    batch = make_batch(rich.config, 2)
+    out = build_pipeline(rich)(
+        DrivingInputs(batch.images, batch.command, batch.speed, batch.acceleration, batch.target_point),
+        generator=torch.Generator().manual_seed(0),
+    )
+    assert out.trajectory.shape == (2, rich.config.num_waypoints, 2) and torch.isfinite(out.trajectory).all()
+    # The matcher is fed by both frames: changing only the future tokens changes its features.
+    current = torch.randn(1, 64, 128)
+    a = rich.ik_net.matcher(current, torch.randn(1, 64, 128))
+    b = rich.ik_net.matcher(current, torch.randn(1, 64, 128))
+    assert not torch.allclose(a, b)
+
+
+def test_ik_net_config_errors_name_the_field():
+    with pytest.raises(ValueError, match="memory_layers"):
+        IKNetConfig(memory_layers=-1)
+    with pytest.raises(ValueError, match="flow_heads"):
+        IKNetConfig(flow_heads=1.5)
+    with pytest.raises(ValueError, match="token_grid"):
+        IKNet(IKNetConfig(hidden_size=32, num_layers=1, num_heads=2, flow_heads=1), 16, 4, 6, token_grid=(1, 3, 3))
+    with pytest.raises(ValueError, match="patch_size"):
+        build_preset("0.5b-random", patch_size=8)

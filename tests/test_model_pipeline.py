@@ -228,3 +228,26 @@ def test_loss_requires_a_fitted_normalizer():
     batch = TrainingBatch(**vars(inputs), future_images=inputs.images, trajectory=torch.zeros(1, 6, 2))
     with pytest.raises(RuntimeError, match="normalizer"):
         model.compute_loss(batch)
+
+
+def test_num_samples_averages_diffusion_draws(ik_model, shortcut_model):
+    pipe = build_pipeline(ik_model)
+    inputs = make_inputs(ik_model.config, 2)
+
+    def plan(seed, samples):
+        return pipe(inputs, generator=torch.Generator().manual_seed(seed), num_samples=samples).trajectory
+
+    one = plan(3, 1)
+    assert torch.equal(one, pipe(inputs, generator=torch.Generator().manual_seed(3)).trajectory)
+    many = plan(3, 8)
+    assert many.shape == one.shape and torch.equal(many, plan(3, 8))
+    # The mean of 8 draws varies less across noise seeds than a single draw does.
+    spread_one = torch.stack([plan(s, 1) for s in range(6)]).std(dim=0).mean()
+    spread_many = torch.stack([plan(s, 8) for s in range(6)]).std(dim=0).mean()
+    assert spread_many < 0.6 * spread_one
+    with pytest.raises(ValueError, match="num_samples"):
+        pipe(inputs, num_samples=0)
+    # The shortcut's head is deterministic: every sample is the same plan.
+    sc = build_pipeline(shortcut_model)
+    sc_inputs = make_inputs(shortcut_model.config, 2)
+    assert torch.equal(sc(sc_inputs, num_samples=4).trajectory, sc(sc_inputs).trajectory)

@@ -132,6 +132,7 @@ num_threads: 1
 rig: sandbox-bev
 planning_hz: 10.0
 num_inference_steps: null
+num_samples: {num_samples}
 seed: 0
 lat_ref: 0.0
 lon_ref: 0.0
@@ -270,7 +271,10 @@ def run(cfg: MakeWeightsConfig, command: str, resume: bool = False) -> dict[str,
         params = load_model(results[name]["final_model"]).parameter_counts()
         shown = {k: v for k, v in stage_times.items() if k in ("data collection", "encoder pre-training", f"{name} training")}
         card = model_card(name, kind, cfg, manifests, shown, results[name], params, command)
-        agent_yaml = AGENT_YAML.format(rel=f"{cfg.weights_dir}/{name}", acceleration_source="imu", reach=4.0, spacing=50.0)
+        # The IK model's plan is the mean of 8 diffusion draws (docs/training.md: closed-loop effect);
+        # the shortcut's regression head is deterministic.
+        agent_yaml = AGENT_YAML.format(rel=f"{cfg.weights_dir}/{name}", acceleration_source="imu", reach=4.0, spacing=50.0,
+                                       num_samples=8 if kind == "ik" else 1)
         install_weights(Path(results[name]["final_model"]), work / name, Path(cfg.weights_dir) / name, card, agent_yaml)
         results[name]["size_mb"] = _dir_size_mb(Path(cfg.weights_dir) / name)
     summary = {"timings_s": timings, "results": results, "manifests": {k: v["totals"] for k, v in manifests.items()}}

@@ -88,17 +88,19 @@ def module_parameters(model: torch.nn.Module) -> dict[str, int]:
     return counts
 
 
-def run_benchmark(pipe, steps: int, batch: int, runs: int, warmup: int, seed: int = 0) -> BenchmarkResult:
-    """Time ``pipe`` on random inputs; see :class:`BenchmarkResult`."""
+def run_benchmark(pipe, steps: int, batch: int, runs: int, warmup: int, seed: int = 0,
+                  num_samples: int = 1) -> BenchmarkResult:
+    """Time ``pipe`` on random inputs (``num_samples`` averaged draws per plan); see :class:`BenchmarkResult`."""
     gen = torch.Generator().manual_seed(seed)
     inputs = random_inputs(pipe.config, batch, gen)
     is_ik = isinstance(pipe, IKDrivePipeline)
     call_steps = steps if is_ik else None
     for _ in range(warmup):
-        pipe(inputs, num_inference_steps=call_steps, generator=torch.Generator().manual_seed(seed))
+        pipe(inputs, num_inference_steps=call_steps, generator=torch.Generator().manual_seed(seed), num_samples=num_samples)
     samples: dict[str, list[float]] = {s: [] for s in STAGES}
     for i in range(runs):
-        out = pipe(inputs, num_inference_steps=call_steps, generator=torch.Generator().manual_seed(seed + i))
+        out = pipe(inputs, num_inference_steps=call_steps, generator=torch.Generator().manual_seed(seed + i),
+                   num_samples=num_samples)
         for s in STAGES:
             samples[s].append(out.timings[s])
     step_stats = None
@@ -180,13 +182,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--image-size", type=int, nargs=2, metavar=("H", "W"), default=None, help="preset override")
     parser.add_argument("--steps", type=int, default=3, help="DDIM steps")
     parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--samples", type=int, default=1, help="diffusion draws averaged per plan (agent num_samples)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--runs", type=int, default=50)
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     args = parser.parse_args(argv)
-    if args.steps < 1 or args.batch < 1 or args.runs < 1 or args.warmup < 0:
-        parser.error("--steps, --batch and --runs must be >= 1, --warmup >= 0")
+    if args.steps < 1 or args.batch < 1 or args.runs < 1 or args.samples < 1 or args.warmup < 0:
+        parser.error("--steps, --batch, --samples and --runs must be >= 1, --warmup >= 0")
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
@@ -212,7 +215,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         xs = torch.linspace(0.0, 15.0, 16)[:, None] * t[None, :]
         model.normalizer.fit(torch.stack([xs, torch.zeros_like(xs)], dim=-1))
     pipe = build_pipeline(model)
-    result = run_benchmark(pipe, args.steps, args.batch, args.runs, args.warmup)
+    result = run_benchmark(pipe, args.steps, args.batch, args.runs, args.warmup, num_samples=args.samples)
+    if args.samples > 1:
+        title += f", mean of {args.samples} diffusion draws per plan"
     print(format_result(result, title))
     print()
     print(machine_description(device))

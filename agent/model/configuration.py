@@ -331,6 +331,13 @@ class IKNetConfig:
 
     Attributes:
         hidden_size, num_layers, num_heads, mlp_ratio, dropout: transformer decoder size.
+        memory_layers: self-attention layers over the joint memory of current and future tokens
+            before the decoder reads it (0: none). They let every token compare itself with the
+            tokens of the other frame, the matching that recovers the motion between them.
+        flow_heads: heads of the token matcher (0: none). Each head softly matches every current
+            token with the future tokens of the same camera and adds, to that token's memory
+            entry, where its match lies on the patch grid relative to it (a displacement in
+            patches) and how sharp the match is: the motion between the two frames made explicit.
         num_train_timesteps: diffusion steps of the DDPM training scheduler.
         num_inference_steps: DDIM steps at inference (default of the pipeline call).
         beta_schedule: diffusers beta schedule name.
@@ -346,6 +353,8 @@ class IKNetConfig:
     num_heads: int = 4
     mlp_ratio: float = 4.0
     dropout: float = 0.0
+    memory_layers: int = 0
+    flow_heads: int = 0
     num_train_timesteps: int = 1000
     num_inference_steps: int = 3
     beta_schedule: str = "squaredcos_cap_v2"
@@ -362,6 +371,10 @@ class IKNetConfig:
         if self.hidden_size % self.num_heads != 0:
             _fail(owner, "num_heads", f"hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}")
         _positive_float(owner, "mlp_ratio", self.mlp_ratio)
+        if not (isinstance(self.memory_layers, int) and not isinstance(self.memory_layers, bool) and self.memory_layers >= 0):
+            _fail(owner, "memory_layers", f"must be an integer >= 0, got {self.memory_layers!r}")
+        if not (isinstance(self.flow_heads, int) and not isinstance(self.flow_heads, bool) and self.flow_heads >= 0):
+            _fail(owner, "flow_heads", f"must be an integer >= 0, got {self.flow_heads!r}")
         if not (isinstance(self.dropout, (int, float)) and 0.0 <= self.dropout < 1.0):
             _fail(owner, "dropout", f"must be in [0, 1), got {self.dropout!r}")
         _positive_int(owner, "num_train_timesteps", self.num_train_timesteps)

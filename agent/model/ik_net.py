@@ -8,6 +8,13 @@ route command or text could reach it.
 Queries (one per waypoint): Linear(noisy (x, y)) + timestep embedding + waypoint-index embedding.
 Keys/values: Linear(LayerNorm(tokens)) + token-position embedding (which camera patch; shared by the
 two frames) + a type embedding (0 = current, 1 = future), for the K current and K future tokens.
+Token matcher (``flow_heads`` >= 1): per head, a shared projection of both frames' tokens, a softmax
+over the future tokens of the same camera for every current token, and the expected grid position of
+the match minus the token's own position (patches) plus the match's peak weight; an MLP of these
+3 x heads numbers is added to the current tokens' memory entries. It is the motion between the two
+frames made explicit (the displacement field of the camera grid), computed from the tokens alone.
+Memory encoder (``memory_layers`` >= 1, pre-norm): self-attention over the 2K visual tokens + MLP,
+so each current token can find its match among the future tokens before the decoder reads them.
 Blocks (pre-norm): self-attention over waypoints, cross-attention to the 2K visual tokens, MLP.
 Output: LayerNorm + Linear -> [B, T, 2], the diffusion target (clean normalised trajectory for
 ``prediction_type="sample"``, the noise for ``"epsilon"``). The scheduler lives outside.
@@ -59,6 +66,12 @@ class Attention(nn.Module):
         return self.out(y.transpose(1, 2).reshape(b, n, w))  # [B, N, w]
 
 
+def feed_forward(width: int, mlp_ratio: float, dropout: float) -> nn.Sequential:
+    """The blocks' MLP: width -> width * mlp_ratio -> width, GELU."""
+    hidden = int(round(width * mlp_ratio))
+    return nn.Sequential(nn.Linear(width, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, width))
+
+
 class IKNetBlock(nn.Module):
     def __init__(self, width: int, num_heads: int, mlp_ratio: float, dropout: float) -> None:
         super().__init__()
@@ -67,14 +80,74 @@ class IKNetBlock(nn.Module):
         self.norm_cross = nn.LayerNorm(width)
         self.cross_attn = Attention(width, num_heads, dropout)
         self.norm_mlp = nn.LayerNorm(width)
-        hidden = int(round(width * mlp_ratio))
-        self.mlp = nn.Sequential(nn.Linear(width, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, width))
+        self.mlp = feed_forward(width, mlp_ratio, dropout)
 
     def forward(self, x: torch.Tensor, memory: torch.Tensor) -> torch.Tensor:
         y = self.norm_self(x)
         x = x + self.self_attn(y, y)  # waypoints attend to each other
         x = x + self.cross_attn(self.norm_cross(x), memory)  # waypoints read the two frames
         return x + self.mlp(self.norm_mlp(x))
+
+
+class MemoryBlock(nn.Module):
+    """Pre-norm self-attention + MLP over the joint memory of the two frames."""
+
+    def __init__(self, width: int, num_heads: int, mlp_ratio: float, dropout: float) -> None:
+        super().__init__()
+        self.norm_attn = nn.LayerNorm(width)
+        self.attn = Attention(width, num_heads, dropout)
+        self.norm_mlp = nn.LayerNorm(width)
+        self.mlp = feed_forward(width, mlp_ratio, dropout)
+
+    def forward(self, memory: torch.Tensor) -> torch.Tensor:
+        y = self.norm_attn(memory)
+        memory = memory + self.attn(y, y)  # [B, 2K, W]
+        return memory + self.mlp(self.norm_mlp(memory))
+
+
+def grid_coordinates(rows: int, cols: int) -> torch.Tensor:
+    """[rows * cols, 2] (row, col) of each patch in row-major token order, in patches."""
+    r, c = torch.meshgrid(torch.arange(rows, dtype=torch.float32), torch.arange(cols, dtype=torch.float32), indexing="ij")
+    return torch.stack([r.flatten(), c.flatten()], dim=-1)
+
+
+class TokenMatcher(nn.Module):
+    """Soft matching of current tokens to future tokens, camera by camera (see module doc).
+
+    Args:
+        vision_size: D of the tokens. width: output width. heads: matching heads.
+        grid: (cameras, rows, cols) of the token layout (K = cameras * rows * cols, camera-major).
+    """
+
+    def __init__(self, vision_size: int, width: int, heads: int, grid: tuple[int, int, int]) -> None:
+        super().__init__()
+        self.heads = heads
+        self.grid = grid
+        self.head_size = max(16, vision_size // heads)
+        self.norm = nn.LayerNorm(vision_size)
+        self.proj = nn.Linear(vision_size, heads * self.head_size)  # shared by both frames
+        self.log_scale = nn.Parameter(torch.zeros(heads))  # learned sharpness of each head's softmax
+        self.register_buffer("coords", grid_coordinates(grid[1], grid[2]), persistent=False)  # [P, 2]
+        self.out = nn.Sequential(nn.Linear(3 * heads, width), nn.GELU(), nn.Linear(width, width))
+
+    def forward(self, current: torch.Tensor, future: torch.Tensor) -> torch.Tensor:
+        """current, future: [B, K, D] -> [B, K, width] features of each current token's match."""
+        b, k, d = current.shape
+        n_cam, rows, cols = self.grid
+        p, h, e = rows * cols, self.heads, self.head_size
+
+        def project(x: torch.Tensor) -> torch.Tensor:
+            y = self.proj(self.norm(x)).view(b * n_cam, p, h, e).transpose(1, 2)  # [B N, h, P, e]
+            return F.normalize(y, dim=-1)
+
+        q, f = project(current), project(future)
+        scale = torch.exp(self.log_scale).view(1, h, 1, 1) * math.sqrt(e)
+        weights = torch.softmax(scale * (q @ f.transpose(-1, -2)), dim=-1)  # [B N, h, P, P]
+        coords = self.coords.to(weights.dtype)
+        displacement = weights @ coords - coords  # [B N, h, P, 2], patches
+        peak = weights.amax(dim=-1, keepdim=True)  # [B N, h, P, 1]
+        feats = torch.cat([displacement, peak], dim=-1).permute(0, 2, 1, 3).reshape(b, k, 3 * h)  # [B, K, 3h]
+        return self.out(feats)  # [B, K, width]
 
 
 class IKNet(nn.Module):
@@ -85,9 +158,17 @@ class IKNet(nn.Module):
         vision_size: D_vision of the visual tokens.
         num_tokens: K, tokens per frame.
         num_waypoints: T.
+        token_grid: (cameras, rows, cols) of the K tokens (needed when ``config.flow_heads`` > 0).
     """
 
-    def __init__(self, config: IKNetConfig, vision_size: int, num_tokens: int, num_waypoints: int) -> None:
+    def __init__(
+        self,
+        config: IKNetConfig,
+        vision_size: int,
+        num_tokens: int,
+        num_waypoints: int,
+        token_grid: tuple[int, int, int] | None = None,
+    ) -> None:
         super().__init__()
         self.config = config
         self.vision_size = vision_size
@@ -101,6 +182,14 @@ class IKNet(nn.Module):
         self.memory_in = nn.Linear(vision_size, width)
         self.token_position_embedding = nn.Parameter(torch.empty(num_tokens, width))
         self.type_embedding = nn.Embedding(2, width)
+        self.matcher: TokenMatcher | None = None
+        if config.flow_heads > 0:
+            if token_grid is None or token_grid[0] * token_grid[1] * token_grid[2] != num_tokens:
+                raise ValueError(f"token_grid: {token_grid} does not lay out num_tokens={num_tokens} (flow_heads > 0 needs it)")
+            self.matcher = TokenMatcher(vision_size, width, config.flow_heads, tuple(token_grid))
+        self.memory_blocks = nn.ModuleList(
+            MemoryBlock(width, config.num_heads, config.mlp_ratio, config.dropout) for _ in range(config.memory_layers)
+        )
         self.memory_norm = nn.LayerNorm(width)
         self.blocks = nn.ModuleList(
             IKNetBlock(width, config.num_heads, config.mlp_ratio, config.dropout) for _ in range(config.num_layers)
@@ -128,7 +217,13 @@ class IKNet(nn.Module):
         frames = torch.stack([current_tokens, future_tokens], dim=1).to(dtype)  # [B, 2, K, D]
         mem = self.memory_in(self.memory_norm_in(frames))  # [B, 2, K, W]
         mem = mem + self.token_position_embedding[None, None] + self.type_embedding.weight[None, :, None]
-        return self.memory_norm(mem.flatten(1, 2))  # [B, 2K, W]
+        if self.matcher is not None:
+            flow = self.matcher(current_tokens.to(dtype), future_tokens.to(dtype))  # [B, K, W]
+            mem = torch.cat([mem[:, :1] + flow[:, None], mem[:, 1:]], dim=1)  # current entries carry the match
+        mem = mem.flatten(1, 2)  # [B, 2K, W]
+        for block in self.memory_blocks:
+            mem = block(mem)
+        return self.memory_norm(mem)  # [B, 2K, W]
 
     def denoise(self, noisy_traj: torch.Tensor, timestep: torch.Tensor, memory: torch.Tensor) -> torch.Tensor:
         """One network evaluation given a precomputed memory (see :meth:`encode_memory`).

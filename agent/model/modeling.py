@@ -59,7 +59,8 @@ class IKDriveModel(DrivingModelBase):
         super().__init__(config, tokenizer, vision_backbone=vision_backbone)
         d_vision, k = config.vision.hidden_size, config.vision.tokens_per_frame
         self.vla = FutureStatePredictor(config.llm, d_vision, k, llm=llm_backbone)
-        self.ik_net = IKNet(config.ik_net, d_vision, k, config.trajectory.num_waypoints)
+        grid = (config.vision.num_cameras, *config.vision.grid_size)
+        self.ik_net = IKNet(config.ik_net, d_vision, k, config.trajectory.num_waypoints, token_grid=grid)
         self.train_scheduler = build_train_scheduler(config.ik_net)
 
     def encode_frames(self, images: torch.Tensor, future_images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -82,16 +82,21 @@ class _PipelineBase:
         inputs: DrivingInputs,
         num_inference_steps: int | None = None,
         generator: torch.Generator | None = None,
+        num_samples: int = 1,
     ) -> PlanOutput:
+        """Plan for a batch. ``num_samples``: trajectories drawn per input and averaged (the
+        diffusion decoder's plans vary with the initial noise; a deterministic head ignores it)."""
+        if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
+            raise ValueError(f"num_samples: must be an integer >= 1, got {num_samples!r}")
         was_training = self.model.training
         self.model.eval()
         try:
             with torch.inference_mode():
-                return self._plan(inputs, num_inference_steps, generator)
+                return self._plan(inputs, num_inference_steps, generator, num_samples)
         finally:
             self.model.train(was_training)
 
-    def _plan(self, inputs, num_inference_steps, generator) -> PlanOutput:  # pragma: no cover - abstract
+    def _plan(self, inputs, num_inference_steps, generator, num_samples) -> PlanOutput:  # pragma: no cover - abstract
         raise NotImplementedError
 
 
@@ -103,7 +108,8 @@ class IKDrivePipeline(_PipelineBase):
         scheduler: a diffusers DDIM scheduler; built from ``model.config.ik_net`` when omitted.
 
     Deterministic for a given ``generator`` (it only draws the initial noise; DDIM runs with eta=0).
-    Without a generator the global torch RNG is used.
+    Without a generator the global torch RNG is used. With ``num_samples`` S > 1 the IK net denoises
+    S noise draws per input in one batch (encoder and VLA run once) and the plan is their mean.
     """
 
     def __init__(self, model: IKDriveModel, scheduler=None) -> None:
@@ -112,7 +118,7 @@ class IKDrivePipeline(_PipelineBase):
         super().__init__(model)
         self.scheduler = scheduler if scheduler is not None else build_inference_scheduler(model.config.ik_net)
 
-    def _plan(self, inputs, num_inference_steps, generator) -> PlanOutput:
+    def _plan(self, inputs, num_inference_steps, generator, num_samples) -> PlanOutput:
         model = self.model
         steps = model.config.ik_net.num_inference_steps if num_inference_steps is None else num_inference_steps
         steps = _check_steps(steps, model.config.ik_net.num_train_timesteps)
@@ -124,11 +130,13 @@ class IKDrivePipeline(_PipelineBase):
         future = model.vla(input_ids, attention_mask, current)  # [B, K, D]
         watch.mark("vla")
         memory = model.ik_net.encode_memory(current, future)  # [B, 2K, W], shared by all steps
-        shape = (inputs.batch_size, self.config.num_waypoints, 2)
+        memory = memory.repeat_interleave(num_samples, dim=0)  # [B S, 2K, W]
+        shape = (inputs.batch_size * num_samples, self.config.num_waypoints, 2)
         x0 = ddim_sample(
             lambda x, t: model.ik_net.denoise(x, t, memory), self.scheduler, shape, steps, generator, self.device
-        )  # [B, T, 2] normalised
-        trajectory = model.normalizer.unnormalize(x0)  # [B, T, 2] m, ego frame
+        )  # [B S, T, 2] normalised
+        samples = model.normalizer.unnormalize(x0)  # [B S, T, 2] m, ego frame
+        trajectory = samples.view(inputs.batch_size, num_samples, *samples.shape[1:]).mean(dim=1)  # [B, T, 2]
         watch.mark("ik_net")
         return PlanOutput(trajectory=trajectory.float(), future_tokens=future.float(), timings=watch.finish())
 
@@ -136,8 +144,8 @@ class IKDrivePipeline(_PipelineBase):
 class ShortcutPipeline(_PipelineBase):
     """Encoder -> LLM with waypoint queries -> MLP head -> trajectory (m).
 
-    Same call as :class:`IKDrivePipeline`; ``num_inference_steps`` and ``generator`` are accepted and
-    unused (the head is a deterministic regression). ``future_tokens`` is ``None``; the "ik_net"
+    Same call as :class:`IKDrivePipeline`; ``num_inference_steps``, ``generator`` and ``num_samples``
+    are accepted and unused (the head is a deterministic regression: every sample is the same). ``future_tokens`` is ``None``; the "ik_net"
     timing is the regression head (with un-normalisation).
     """
 
@@ -146,7 +154,7 @@ class ShortcutPipeline(_PipelineBase):
             raise TypeError(f"model: expected ShortcutModel, got {type(model).__name__}")
         super().__init__(model)
 
-    def _plan(self, inputs, num_inference_steps, generator) -> PlanOutput:
+    def _plan(self, inputs, num_inference_steps, generator, num_samples) -> PlanOutput:
         if num_inference_steps is not None:
             _check_steps(num_inference_steps, None)
         model = self.model

@@ -80,20 +80,24 @@ class PresetOverrides:
     """Settings a preset lets you change (``None`` keeps the preset's value).
 
     model_type: "ik_drive" (default) or "shortcut". num_cameras, image_size (H, W): camera rig.
+    patch_size: vision patch size (``tiny`` only; the 0.5b presets keep DINOv3's 16).
     num_waypoints, waypoint_dt: trajectory. num_inference_steps, prediction_type, teacher_forcing,
-    teacher_forcing_gt_prob: IK net. future_horizon_s, future_loss: future state. freeze_vision:
+    teacher_forcing_gt_prob, ik_memory_layers, ik_flow_heads: IK net. future_horizon_s, future_loss: future state. freeze_vision:
     freeze the DINOv3 weights.
     """
 
     model_type: str | None = None
     num_cameras: int | None = None
     image_size: tuple[int, int] | None = None
+    patch_size: int | None = None
     num_waypoints: int | None = None
     waypoint_dt: float | None = None
     num_inference_steps: int | None = None
     prediction_type: str | None = None
     teacher_forcing: str | None = None
     teacher_forcing_gt_prob: float | None = None
+    ik_memory_layers: int | None = None
+    ik_flow_heads: int | None = None
     future_horizon_s: float | None = None
     future_loss: str | None = None
     freeze_vision: bool | None = None
@@ -132,6 +136,8 @@ def _compose(
         prediction_type=_pick(o.prediction_type, ik_net.prediction_type),
         teacher_forcing=_pick(o.teacher_forcing, ik_net.teacher_forcing),
         teacher_forcing_gt_prob=_pick(o.teacher_forcing_gt_prob, ik_net.teacher_forcing_gt_prob),
+        memory_layers=_pick(o.ik_memory_layers, ik_net.memory_layers),
+        flow_heads=_pick(o.ik_flow_heads, ik_net.flow_heads),
     )
     future = FutureStateConfig(
         num_queries=vision.tokens_per_frame,
@@ -144,7 +150,7 @@ def _compose(
 def _tiny_config(o: PresetOverrides, vocab_size: int) -> IKDriveConfig | ShortcutConfig:
     image_size = tuple(_pick(o.image_size, (128, 128)))
     vision_backbone = {
-        "patch_size": 16,
+        "patch_size": _pick(o.patch_size, 16),
         "hidden_size": 128,
         "intermediate_size": 512,
         "num_hidden_layers": 4,
@@ -194,6 +200,8 @@ def preset_config(
 ) -> IKDriveConfig | ShortcutConfig:
     """The config of a preset (reads only the config.json files of the 0.5b folders)."""
     o = PresetOverrides(**overrides)
+    if o.patch_size is not None and name != "tiny":
+        raise ValueError(f"patch_size: only the 'tiny' preset takes it ({name!r} keeps the pretrained encoder's 16)")
     if name == "tiny":
         return _tiny_config(o, vocab_size=len(build_prompt_tokenizer()))
     if name == "0.5b-random":

@@ -1,0 +1,73 @@
+"""The future-oracle check: the three future-token modes on a tiny random IK model."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from training.dataset import DrivingDataset
+from training.future_oracle import MODES, future_oracle, main
+from training.manifest import scan_dataset
+from training.synthetic import write_synthetic_dataset
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    return write_synthetic_dataset(tmp_path_factory.mktemp("data"), num_episodes=2, num_ticks=90, image_size=(32, 32))
+
+
+def _model_and_data(data_dir):
+    from agent.model import build_preset
+
+    model = build_preset("tiny", seed=0, image_size=(32, 32), future_horizon_s=1.0)
+    ds = DrivingDataset(scan_dataset(data_dir).episodes, image_size=(32, 32), max_frames=12, horizon_s=1.0,
+                        with_boxes=False)
+    trajectories = torch.stack([ds[i]["trajectory"] for i in range(len(ds))])
+    model.normalizer.fit(trajectories)
+    return model, ds
+
+
+def test_modes_feed_the_ik_net_what_they_name(data_dir, monkeypatch):
+    model, ds = _model_and_data(data_dir)
+    res = future_oracle(model, ds, batch_size=5)
+    assert res.samples == len(ds) and res.horizon_s == 1.0
+    assert set(res.l2) == set(MODES) | {"constant speed (no model)"}
+    # A random model: the three futures differ, so the plans do.
+    assert len({round(res.l2[m]["l2_3s"], 6) for m in MODES}) == 3
+    # A VLA that predicts "nothing moves" makes "predicted" the same as "static", bit for bit.
+    monkeypatch.setattr(model.vla, "forward", lambda input_ids, attention_mask, current: current)
+    frozen = future_oracle(model, ds, batch_size=5)
+    assert frozen.l2["predicted"] == frozen.l2["static"]
+    assert frozen.l2["oracle"] == res.l2["oracle"]
+
+
+def test_constant_speed_line_is_exact_for_a_constant_speed_label(data_dir):
+    model, ds = _model_and_data(data_dir)
+    res = future_oracle(model, ds, batch_size=6)
+    expected = []
+    for i in range(len(ds)):
+        s = ds[i]
+        line = np.zeros((6, 2))
+        line[:, 0] = float(s["speed"]) * 0.5 * np.arange(1, 7)
+        expected.append(np.linalg.norm(line[5] - s["trajectory"].numpy()[5]))
+    assert res.l2["constant speed (no model)"]["l2_3s"] == pytest.approx(float(np.mean(expected)), rel=1e-5)
+
+
+def test_shortcut_model_is_refused(data_dir):
+    from agent.model import build_preset
+
+    model = build_preset("tiny", model_type="shortcut", image_size=(32, 32))
+    with pytest.raises(TypeError, match="IK model"):
+        future_oracle(model, [])
+
+
+def test_cli_writes_json(data_dir, tmp_path, capsys):
+    model, _ = _model_and_data(data_dir)
+    model.save_pretrained(tmp_path / "m")
+    assert main(["--model", str(tmp_path / "m"), "--data", str(data_dir), "--frames", "8", "--out", str(tmp_path / "o.json")]) == 0
+    out = json.loads((tmp_path / "o.json").read_text())
+    assert out["samples"] == 8 and set(out["l2"]["oracle"]) == {"l2_1s", "l2_2s", "l2_3s", "l2_avg"}
+    assert "| oracle |" in capsys.readouterr().out

@@ -1,0 +1,140 @@
+"""Does the IK net use the future frame? Open-loop error with three choices of future tokens.
+
+The IK net decodes a trajectory from the current tokens and the future tokens. On held-out frames
+this module plans three times with the same current tokens and the same diffusion noise, changing
+only the future tokens the IK net reads:
+
+* ``predicted``: the VLA's prediction (what the agent uses);
+* ``oracle``: the frozen encoder's tokens of the real future frame (what the VLA is trained to
+  predict): the best the IK net can do with a perfect future-state prediction;
+* ``static``: the current tokens again (a world that does not move).
+
+An IK net that recovers the motion between its two frames is far better with ``oracle`` than with
+``static``. When the three errors are the same, the IK net does not read the future frame and its
+plan is a prior learned from the current frame alone; a better VLA cannot help it then. A
+constant-speed line (the ego's current speed straight ahead) is reported for scale.
+
+``python -m training.future_oracle --model weights/ik-tiny --data DATA/val [--frames 512] [--out F]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from training.metrics import l2_at
+
+MODES = ("predicted", "oracle", "static")
+
+
+@dataclass
+class OracleResult:
+    """L2 (m) per mode, e.g. ``l2["oracle"]["l2_3s"]``; ``samples``: frames used; ``horizon_s``: the
+    model's future-state horizon."""
+
+    l2: dict[str, dict[str, float]]
+    samples: int
+    horizon_s: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"l2": self.l2, "samples": self.samples, "horizon_s": self.horizon_s}
+
+    def table(self) -> str:
+        keys = [k for k in next(iter(self.l2.values())) if k != "l2_avg"]
+        lines = ["| future tokens | " + " | ".join(k.replace("l2_", "L2 ") for k in keys) + " |",
+                 "|---|" + "---:|" * len(keys)]
+        for mode, row in self.l2.items():
+            lines.append(f"| {mode} | " + " | ".join(f"{row[k]:.2f}" for k in keys) + " |")
+        return "\n".join(lines)
+
+
+@torch.no_grad()
+def future_oracle(model: Any, dataset: Any, horizons_s: tuple[float, ...] = (1.0, 2.0, 3.0), batch_size: int = 64,
+                  num_inference_steps: int | None = None, seed: int = 0) -> OracleResult:
+    """Run the three modes on every sample of ``dataset`` (a :class:`training.dataset.DrivingDataset`
+    built with the model's future horizon). ``model``: an ``IKDriveModel``."""
+    from agent.model.diffusion import ddim_sample
+    from agent.model.modeling import IKDriveModel
+    from agent.model.pipeline import build_inference_scheduler
+    from training.dataset import collate
+    from training.planner_task import driving_inputs
+
+    if not isinstance(model, IKDriveModel):
+        raise TypeError(f"model: the future oracle needs an IK model, got {type(model).__name__}")
+    if len(dataset) == 0:
+        raise ValueError("dataset: no samples")
+    was_training = model.training
+    model.eval()
+    ik = model.config.ik_net
+    steps = ik.num_inference_steps if num_inference_steps is None else num_inference_steps
+    scheduler = build_inference_scheduler(ik)
+    device = model.device
+    plans: dict[str, list[np.ndarray]] = {m: [] for m in MODES}
+    labels, speeds = [], []
+    for start in range(0, len(dataset), batch_size):
+        samples = collate([dataset[i] for i in range(start, min(start + batch_size, len(dataset)))])
+        inputs = driving_inputs(samples, device)
+        current = model.vision(inputs.images)  # [B, K, D]
+        input_ids, attention_mask = model.tokenize(inputs)
+        futures = {
+            "predicted": model.vla(input_ids, attention_mask, current),
+            "oracle": model.vision(samples["future_images"].to(device)),
+            "static": current,
+        }
+        shape = (current.shape[0], model.config.num_waypoints, 2)
+        for mode, future in futures.items():
+            memory = model.ik_net.encode_memory(current, future)
+            gen = torch.Generator(device=device).manual_seed(seed + start)  # same noise in every mode
+            x0 = ddim_sample(lambda x, t: model.ik_net.denoise(x, t, memory), scheduler, shape, steps, gen, device)
+            plans[mode].append(model.normalizer.unnormalize(x0).float().cpu().numpy())
+        labels.append(samples["trajectory"].numpy())
+        speeds.append(samples["speed"].numpy())
+    model.train(was_training)
+    gt = np.concatenate(labels)
+    dt = float(model.config.waypoint_dt)
+    result = {m: l2_at(np.concatenate(plans[m]), gt, list(horizons_s), dt) for m in MODES}
+    speed = np.concatenate(speeds)
+    line = np.zeros_like(gt)
+    line[..., 0] = speed[:, None] * dt * np.arange(1, gt.shape[1] + 1)[None]
+    result["constant speed (no model)"] = l2_at(line, gt, list(horizons_s), dt)
+    return OracleResult(l2=result, samples=int(gt.shape[0]), horizon_s=float(model.config.future.horizon_s))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m training.future_oracle", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", required=True, help="IK model folder (save_pretrained layout)")
+    parser.add_argument("--data", required=True, help="dataset folder (carla-eval collect output)")
+    parser.add_argument("--frames", type=int, default=512, help="evenly strided held-out frames")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", help="also write the result here as JSON")
+    args = parser.parse_args(argv)
+
+    from agent.model.pipeline import load_model
+    from training.dataset import DrivingDataset
+    from training.manifest import scan_dataset
+
+    model = load_model(args.model)
+    scan = scan_dataset(args.data)
+    if scan.skipped:
+        print(scan.report(), file=sys.stderr)
+    dataset = DrivingDataset(scan.episodes, image_size=model.config.image_size, max_frames=args.frames,
+                             horizon_s=model.config.future.horizon_s, with_boxes=False)
+    result = future_oracle(model, dataset, seed=args.seed)
+    print(f"{result.samples} frames, future horizon {result.horizon_s:g} s")
+    print(result.table())
+    if args.out:
+        from carla_eval.atomic_io import atomic_write_json
+
+        atomic_write_json(Path(args.out), result.to_dict())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
