@@ -48,6 +48,10 @@ def _alive(pid: int) -> bool:
     return stat.exists() and stat.read_text().split()[2] != "Z"
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _cli(routes: Path, out: Path, *extra: str) -> list[str]:
     return [sys.executable, "-m", "carla_eval.cli", "run", "--backend", "scripted",
             "--backend-option", "tick_sleep_s=0.004", "--routes", str(routes), "--agent", "expert",
@@ -108,7 +112,10 @@ def test_ctrl_c_stops_the_workers_and_keeps_the_results(tmp_path):
     routes = tmp_path / "routes.xml"
     routes.write_text(scripted_routes_xml(ROUTES))
     out = tmp_path / "interrupted"
-    proc = subprocess.Popen(_cli(routes, out), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    # A shell that starts a job in the background (CI runners, `cmd &`) hands it SIGINT ignored, and
+    # an ignored signal stays ignored across exec; the CLI must see the default, as in a terminal.
+    proc = subprocess.Popen(_cli(routes, out), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            preexec_fn=_default_sigint)
     workers: set[int] = set()
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and proc.poll() is None:
