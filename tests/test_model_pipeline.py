@@ -251,3 +251,18 @@ def test_num_samples_averages_diffusion_draws(ik_model, shortcut_model):
     sc = build_pipeline(shortcut_model)
     sc_inputs = make_inputs(shortcut_model.config, 2)
     assert torch.equal(sc(sc_inputs, num_samples=4).trajectory, sc(sc_inputs).trajectory)
+
+
+def test_decode_is_the_ik_half_of_the_pipeline(ik_model):
+    pipe = build_pipeline(ik_model)
+    inputs = make_inputs(ik_model.config, 2)
+    out = pipe(inputs, generator=torch.Generator().manual_seed(5), num_samples=3)
+    with torch.inference_mode():
+        current = ik_model.vision(inputs.images)
+    decoded = pipe.decode(current, out.future_tokens, generator=torch.Generator().manual_seed(5), num_samples=3)
+    assert torch.allclose(decoded, out.trajectory, atol=1e-5)
+    # other future tokens, other plan: the IK net reads them
+    other = pipe.decode(current, torch.zeros_like(out.future_tokens), generator=torch.Generator().manual_seed(5))
+    assert not torch.allclose(other, pipe.decode(current, out.future_tokens, generator=torch.Generator().manual_seed(5)))
+    with pytest.raises(ValueError, match="num_samples"):
+        pipe.decode(current, out.future_tokens, num_samples=0)

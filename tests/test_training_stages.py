@@ -85,6 +85,13 @@ def test_unknown_model_override_is_an_error(data_dir, tmp_path):
         run(cfg, accelerator=Accelerator(cpu=True))
 
 
+def test_make_weights_config_rejects_bad_num_samples():
+    from training.make_weights import MakeWeightsConfig
+
+    with pytest.raises(ValueError, match="ik_num_samples"):
+        MakeWeightsConfig(ik_num_samples=0)
+
+
 @pytest.mark.slow
 def test_make_weights_end_to_end_tiny(tmp_path):
     """collect -> pretrain -> IK -> shortcut -> weights/, with a short route and 2 steps per stage."""
@@ -100,13 +107,14 @@ def test_make_weights_end_to_end_tiny(tmp_path):
         work_dir=str(tmp_path / "work"), weights_dir=str(tmp_path / "weights"), train_routes=[str(routes)],
         val_routes=[str(routes)], train_repetitions=1, val_repetitions=1, backend="sandbox",
         workers=1, max_ticks=160, pretrain=steps, ik=steps, shortcut=steps, batch_size=4, eval_every=2,
-        max_val_frames=8, num_threads=1, model_overrides={"image_size": [32, 32]},
+        max_val_frames=8, num_threads=1, model_overrides={"image_size": [32, 32]}, ik_num_samples=3,
     )
     summary = make_weights(cfg, "test")
     for name, model_type in (("ik-tiny", "ik_drive"), ("shortcut-tiny", "shortcut")):
         folder = tmp_path / "weights" / name
         agent = load_agent_config(folder / "agent.yaml")
         assert agent.model == folder.resolve() and agent.rig == "sandbox-bev"
+        assert agent.num_samples == (3 if model_type == "ik_drive" else 1)
         assert load_pipeline(agent.model).config.model_type == model_type
         card = (folder / "README.md").read_text()
         assert "l2_3s" in card and "python -m training.make_weights" not in card and "test" in card

@@ -60,9 +60,8 @@ def future_oracle(model: Any, dataset: Any, horizons_s: tuple[float, ...] = (1.0
                   num_inference_steps: int | None = None, seed: int = 0) -> OracleResult:
     """Run the three modes on every sample of ``dataset`` (a :class:`training.dataset.DrivingDataset`
     built with the model's future horizon). ``model``: an ``IKDriveModel``."""
-    from agent.model.diffusion import ddim_sample
     from agent.model.modeling import IKDriveModel
-    from agent.model.pipeline import build_inference_scheduler
+    from agent.model.pipeline import IKDrivePipeline
     from training.dataset import collate
     from training.planner_task import driving_inputs
 
@@ -70,33 +69,31 @@ def future_oracle(model: Any, dataset: Any, horizons_s: tuple[float, ...] = (1.0
         raise TypeError(f"model: the future oracle needs an IK model, got {type(model).__name__}")
     if len(dataset) == 0:
         raise ValueError("dataset: no samples")
-    was_training = model.training
-    model.eval()
-    ik = model.config.ik_net
-    steps = ik.num_inference_steps if num_inference_steps is None else num_inference_steps
-    scheduler = build_inference_scheduler(ik)
+    pipe = IKDrivePipeline(model)
     device = model.device
     plans: dict[str, list[np.ndarray]] = {m: [] for m in MODES}
     labels, speeds = [], []
-    for start in range(0, len(dataset), batch_size):
-        samples = collate([dataset[i] for i in range(start, min(start + batch_size, len(dataset)))])
-        inputs = driving_inputs(samples, device)
-        current = model.vision(inputs.images)  # [B, K, D]
-        input_ids, attention_mask = model.tokenize(inputs)
-        futures = {
-            "predicted": model.vla(input_ids, attention_mask, current),
-            "oracle": model.vision(samples["future_images"].to(device)),
-            "static": current,
-        }
-        shape = (current.shape[0], model.config.num_waypoints, 2)
-        for mode, future in futures.items():
-            memory = model.ik_net.encode_memory(current, future)
-            gen = torch.Generator(device=device).manual_seed(seed + start)  # same noise in every mode
-            x0 = ddim_sample(lambda x, t: model.ik_net.denoise(x, t, memory), scheduler, shape, steps, gen, device)
-            plans[mode].append(model.normalizer.unnormalize(x0).float().cpu().numpy())
-        labels.append(samples["trajectory"].numpy())
-        speeds.append(samples["speed"].numpy())
-    model.train(was_training)
+    was_training = model.training
+    model.eval()
+    try:
+        for start in range(0, len(dataset), batch_size):
+            samples = collate([dataset[i] for i in range(start, min(start + batch_size, len(dataset)))])
+            inputs = driving_inputs(samples, device)
+            current = model.vision(inputs.images)  # [B, K, D]
+            input_ids, attention_mask = model.tokenize(inputs)
+            futures = {
+                "predicted": model.vla(input_ids, attention_mask, current),
+                "oracle": model.vision(samples["future_images"].to(device)),
+                "static": current,
+            }
+            for mode, future in futures.items():
+                gen = torch.Generator(device=device).manual_seed(seed + start)  # same noise in every mode
+                plan = pipe.decode(current, future, num_inference_steps, generator=gen)  # [B, T, 2] m
+                plans[mode].append(plan.float().cpu().numpy())
+            labels.append(samples["trajectory"].numpy())
+            speeds.append(samples["speed"].numpy())
+    finally:
+        model.train(was_training)
     gt = np.concatenate(labels)
     dt = float(model.config.waypoint_dt)
     result = {m: l2_at(np.concatenate(plans[m]), gt, list(horizons_s), dt) for m in MODES}

@@ -74,7 +74,12 @@ class MakeWeightsConfig:
     max_val_frames: int = 256
     num_threads: int = 2
     model_overrides: dict[str, Any] = field(default_factory=dict)
+    ik_num_samples: int = 8  # diffusion draws averaged per plan in the IK agent.yaml (docs/training.md)
     skip_collect: bool = False
+
+    def __post_init__(self) -> None:
+        if isinstance(self.ik_num_samples, bool) or not isinstance(self.ik_num_samples, int) or self.ik_num_samples < 1:
+            raise ValueError(f"ik_num_samples: must be an integer >= 1, got {self.ik_num_samples!r}")
 
 
 def quick(cfg: MakeWeightsConfig) -> MakeWeightsConfig:
@@ -271,10 +276,9 @@ def run(cfg: MakeWeightsConfig, command: str, resume: bool = False) -> dict[str,
         params = load_model(results[name]["final_model"]).parameter_counts()
         shown = {k: v for k, v in stage_times.items() if k in ("data collection", "encoder pre-training", f"{name} training")}
         card = model_card(name, kind, cfg, manifests, shown, results[name], params, command)
-        # The IK model's plan is the mean of 8 diffusion draws (docs/training.md: closed-loop effect);
-        # the shortcut's regression head is deterministic.
+        # the shortcut's regression head is deterministic: more draws would all be the same plan
         agent_yaml = AGENT_YAML.format(rel=f"{cfg.weights_dir}/{name}", acceleration_source="imu", reach=4.0, spacing=50.0,
-                                       num_samples=8 if kind == "ik" else 1)
+                                       num_samples=cfg.ik_num_samples if kind == "ik" else 1)
         install_weights(Path(results[name]["final_model"]), work / name, Path(cfg.weights_dir) / name, card, agent_yaml)
         results[name]["size_mb"] = _dir_size_mb(Path(cfg.weights_dir) / name)
     summary = {"timings_s": timings, "results": results, "manifests": {k: v["totals"] for k, v in manifests.items()}}

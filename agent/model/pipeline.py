@@ -54,6 +54,13 @@ def _check_steps(steps: object, maximum: int | None) -> int:
     return int(steps)
 
 
+def _check_samples(num_samples: object) -> int:
+    """``num_samples`` as an int; ``ValueError`` unless it is an integer >= 1."""
+    if isinstance(num_samples, bool) or not isinstance(num_samples, numbers.Integral) or num_samples < 1:
+        raise ValueError(f"num_samples: must be an integer >= 1, got {num_samples!r}")
+    return int(num_samples)
+
+
 class _PipelineBase:
     def __init__(self, model) -> None:
         self.model = model
@@ -86,8 +93,7 @@ class _PipelineBase:
     ) -> PlanOutput:
         """Plan for a batch. ``num_samples``: trajectories drawn per input and averaged (the
         diffusion decoder's plans vary with the initial noise; a deterministic head ignores it)."""
-        if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
-            raise ValueError(f"num_samples: must be an integer >= 1, got {num_samples!r}")
+        num_samples = _check_samples(num_samples)
         was_training = self.model.training
         self.model.eval()
         try:
@@ -120,8 +126,7 @@ class IKDrivePipeline(_PipelineBase):
 
     def _plan(self, inputs, num_inference_steps, generator, num_samples) -> PlanOutput:
         model = self.model
-        steps = model.config.ik_net.num_inference_steps if num_inference_steps is None else num_inference_steps
-        steps = _check_steps(steps, model.config.ik_net.num_train_timesteps)
+        steps = self._steps(num_inference_steps)
         watch = _Stopwatch(self.device)
         inputs = self._prepare(inputs)
         current = model.vision(inputs.images)  # [B, K, D]
@@ -129,16 +134,41 @@ class IKDrivePipeline(_PipelineBase):
         input_ids, attention_mask = model.tokenize(inputs)
         future = model.vla(input_ids, attention_mask, current)  # [B, K, D]
         watch.mark("vla")
-        memory = model.ik_net.encode_memory(current, future)  # [B, 2K, W], shared by all steps
-        memory = memory.repeat_interleave(num_samples, dim=0)  # [B S, 2K, W]
-        shape = (inputs.batch_size * num_samples, self.config.num_waypoints, 2)
-        x0 = ddim_sample(
-            lambda x, t: model.ik_net.denoise(x, t, memory), self.scheduler, shape, steps, generator, self.device
-        )  # [B S, T, 2] normalised
-        samples = model.normalizer.unnormalize(x0)  # [B S, T, 2] m, ego frame
-        trajectory = samples.view(inputs.batch_size, num_samples, *samples.shape[1:]).mean(dim=1)  # [B, T, 2]
+        trajectory = self._decode(current, future, steps, generator, num_samples)  # [B, T, 2]
         watch.mark("ik_net")
         return PlanOutput(trajectory=trajectory.float(), future_tokens=future.float(), timings=watch.finish())
+
+    def decode(
+        self,
+        current_tokens: torch.Tensor,
+        future_tokens: torch.Tensor,
+        num_inference_steps: int | None = None,
+        generator: torch.Generator | None = None,
+        num_samples: int = 1,
+    ) -> torch.Tensor:
+        """The IK net alone: trajectory [B, T, 2] (m, ego frame) from given current and future
+        tokens ([B, K, D] each), e.g. to plan with other future tokens than the VLA's."""
+        with torch.inference_mode():
+            return self._decode(current_tokens, future_tokens, self._steps(num_inference_steps), generator,
+                                _check_samples(num_samples))
+
+    def _steps(self, num_inference_steps: int | None) -> int:
+        ik = self.model.config.ik_net
+        return _check_steps(ik.num_inference_steps if num_inference_steps is None else num_inference_steps,
+                            ik.num_train_timesteps)
+
+    def _decode(self, current, future, steps, generator, num_samples) -> torch.Tensor:
+        ik_net = self.model.ik_net
+        batch = current.shape[0]
+        memory = ik_net.encode_memory(current, future)  # [B, 2K, W], shared by all steps
+        if num_samples > 1:
+            memory = memory.repeat_interleave(num_samples, dim=0)  # [B S, 2K, W]
+        shape = (batch * num_samples, self.config.num_waypoints, 2)
+        x0 = ddim_sample(
+            lambda x, t: ik_net.denoise(x, t, memory), self.scheduler, shape, steps, generator, self.device
+        )  # [B S, T, 2] normalised
+        samples = self.model.normalizer.unnormalize(x0)  # [B S, T, 2] m, ego frame
+        return samples.view(batch, num_samples, *samples.shape[1:]).mean(dim=1)  # [B, T, 2]
 
 
 class ShortcutPipeline(_PipelineBase):
