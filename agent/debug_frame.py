@@ -26,6 +26,8 @@ class DebugFrame:
         speed: ego forward speed, m/s.
         throttle, steer, brake: the control returned this tick.
         extras: free-form numbers for the HUD (e.g. plan age, stage latencies in ms).
+        views: every camera of the rig, id -> [H, W, 3] uint8 RGB, in the rig's order (``image`` is
+            one of them: the front camera when the rig has one); empty for a one-camera agent.
     """
 
     image: np.ndarray
@@ -38,3 +40,4 @@ class DebugFrame:
     steer: float
     brake: float
     extras: dict[str, float] = field(default_factory=dict)
+    views: dict[str, np.ndarray] = field(default_factory=dict)

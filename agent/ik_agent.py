@@ -216,16 +216,17 @@ class IKAgent(AutonomousAgent):
         from agent.debug_frame import DebugFrame
 
         if out.frame is not None:
-            self._last_image = out.frame.first_camera
-        if self._last_image is None:
+            self._last_image = dict(zip(self._rig.camera_ids, out.frame.native))
+        if not self._last_image:
             return None
+        main = _front_camera(self._rig)
         control = out.control
         extras = {"plan_age_s": float(out.plan_age_s), "ok": float(out.ok),
                   "creep": float(out.mode == "creep"), "failures": float(self._loop.failures)}
         extras.update({f"{k}_ms": float(v) for k, v in out.timings.items()})
         return DebugFrame(
-            image=self._last_image,
-            camera=self._rig.cameras[0].to_sensor(),
+            image=self._last_image[main.id],
+            camera=main.to_sensor(),
             trajectory=np.zeros((0, 2)) if out.trajectory is None else out.trajectory,
             target_point=None if out.target is None else out.target.target_ego,
             command=0 if out.target is None else int(out.target.command),
@@ -234,6 +235,7 @@ class IKAgent(AutonomousAgent):
             steer=float(control.steer),
             brake=float(control.brake),
             extras=extras,
+            views=self._last_image if len(self._last_image) > 1 else {},
         )
 
     @property
@@ -290,3 +292,8 @@ class IKAgent(AutonomousAgent):
                 import torch
 
                 torch.cuda.empty_cache()
+
+
+def _front_camera(rig):
+    """The rig's camera looking closest to straight ahead (the one videos project the plan into)."""
+    return min(rig.cameras, key=lambda cam: abs(cam.yaw))

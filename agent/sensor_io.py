@@ -76,11 +76,13 @@ class SensorFrame:
         images: uint8 [N_cam, H, W, 3] RGB in the rig's camera order, at the model's (H, W).
         first_camera: uint8 [H0, W0, 3] RGB of the rig's first camera at its native size (videos).
         ego: the ego state.
+        native: uint8 [H0, W0, 3] RGB of every camera at its native size, in the rig's order (videos).
     """
 
     images: np.ndarray
     first_camera: np.ndarray
     ego: EgoState
+    native: tuple = ()
 
 
 def _reading(input_data: dict[str, Any], sensor_id: str) -> Any:
@@ -153,12 +155,12 @@ class SensorDecoder:
         if not isinstance(input_data, dict):
             raise SensorInputError("input_data", f"expected a dict, got {type(input_data).__name__}")
         images = []
-        first_camera = None
+        native = []
         for cam in self.rig.cameras:
             rgb = bgra_to_rgb(cam.id, _reading(input_data, cam.id), cam.height, cam.width)
-            if first_camera is None:
-                first_camera = rgb
+            native.append(rgb)
             images.append(resize_rgb(rgb, self.image_size))
+        first_camera = native[0] if native else None
 
         lat, lon, alt = _finite_vector(GNSS_ID, _reading(input_data, GNSS_ID), 3)
         if not (-90.0 <= lat <= 90.0 and -180.0 <= lon <= 180.0):
@@ -182,7 +184,7 @@ class SensorDecoder:
             acceleration=acceleration,
             timestamp=timestamp,
         )
-        return SensorFrame(images=np.stack(images), first_camera=first_camera, ego=ego)
+        return SensorFrame(images=np.stack(images), first_camera=first_camera, ego=ego, native=tuple(native))
 
     def _acceleration(self, imu_forward: float, speed: float, timestamp: float) -> float:
         if self.acceleration_source == "imu":

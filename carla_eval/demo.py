@@ -2,7 +2,9 @@
 
 Runs ``carla-eval run --backend sandbox --routes routes/sandbox/smoke.xml --agent agent/ik_agent.py
 --agent-config weights/ik-tiny/agent.yaml --workers 2 --out runs/demo-<timestamp>`` from the
-repository root, then prints the metrics table and where results, metrics and videos are.
+repository root (plus ``--backend-option max_mount_distance=null`` while the shipped weights use the
+sandbox-only ``sandbox-bev`` rig), then prints the metrics table and where results, metrics and
+videos are.
 """
 
 from __future__ import annotations
@@ -22,19 +24,32 @@ REQUIRED = {
 }
 
 
+def sandbox_rig_options(agent_config: Path) -> list[str]:
+    """Backend options an agent config's rig needs: a sandbox-only rig (``sandbox-bev``, its camera
+    20 m up) needs the 3 m mount-radius rule turned off; SENSORS-track rigs need nothing."""
+    from agent.agent_config import load_agent_config
+    from agent.rigs import get_rig
+
+    if get_rig(load_agent_config(agent_config).rig).sandbox_only:
+        return ["--backend-option", "max_mount_distance=null"]
+    return []
+
+
 def main(argv: list[str] | None = None) -> int:
     missing = [f"  - {what}: {path}" for what, path in REQUIRED.items() if not path.exists()]
     if missing:
         print("carla-eval demo cannot run; missing:\n" + "\n".join(missing), file=sys.stderr)
         return 2
     out = REPO / "runs" / f"demo-{time.strftime('%Y%m%d-%H%M%S')}"
+    config = REPO / "weights" / "ik-tiny" / "agent.yaml"
     args = [
         "run", "--backend", "sandbox",
         "--routes", str(REQUIRED["route file"]),
         "--agent", str(REQUIRED["agent"]),
-        "--agent-config", str(REPO / "weights" / "ik-tiny" / "agent.yaml"),
+        "--agent-config", str(config),
         "--workers", "2",
         "--out", str(out),
+        *sandbox_rig_options(config),
         *(argv or []),
     ]
     code = cli_main(args)

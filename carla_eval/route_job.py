@@ -81,10 +81,12 @@ def needs_video(outcome: RouteOutcome) -> bool:
 class _TickCollector:
     """The backend's on_tick callback: debug frames -> video recorder and plan log, progress."""
 
-    def __init__(self, agent: Any, frames_on: bool, video: VideoConfig, record_id: str, progress: ProgressFn | None) -> None:
+    def __init__(self, agent: Any, frames_on: bool, video: VideoConfig, record_id: str, progress: ProgressFn | None,
+                 context: Any = None) -> None:
         from carla_eval.video import VideoRecorder
 
         self.agent = agent
+        self.context = context  # backend.context_view (top-down RGB around the ego) or None
         self.frames_on = frames_on
         self.recorder = VideoRecorder(video) if (frames_on and video.mode != "none") else None
         self.record_id = record_id
@@ -114,7 +116,14 @@ class _TickCollector:
             self.targets.append(None)
             self.commands.append(-1)
         if self.recorder is not None:
-            self.recorder.add(info, frame)
+            context = None
+            if frame is not None and self.context is not None:
+                try:
+                    context = self.context()
+                except Exception as exc:  # a broken context view must not fail the route
+                    self.frame_errors.append(repr(exc))
+                    self.context = None
+            self.recorder.add(info, frame, context)
         if self.progress is not None:
             now = time.monotonic()
             if now - self._last_progress >= 0.5:
@@ -159,7 +168,8 @@ def run_task(
         frames_on = enable_debug_frames(agent, True)
         if not frames_on:
             result.notes.append(f"{type(agent).__name__} has no get_debug_frame(): no video for {task.record_id}")
-    collector = _TickCollector(agent, frames_on, task.video, task.record_id, progress)
+    collector = _TickCollector(agent, frames_on, task.video, task.record_id, progress,
+                               context=getattr(backend, "context_view", None))
     try:
         outcome = backend.run_route(
             task.route, agent, task.agent.config, repetition=task.repetition, seed=task.seed, on_tick=collector

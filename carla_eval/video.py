@@ -2,6 +2,10 @@
 
 Each frame: the agent's camera image (scaled up), the predicted trajectory (green, ego frame ->
 pixels with :class:`~carla_eval.projection.PinholeCamera`), the route target point (red) and a HUD
+(below). A multi-camera agent (``DebugFrame.views``, e.g. the carla-3cam rig) gets a row of all
+its cameras (left, front, right) above the front camera at twice the size with the plan drawn in
+it; the backend's top-down context view (``context_view()``: what the sandbox sees around the ego,
+never an agent input) sits beside the large image when there is one. The HUD shows
 (route time, speed, throttle / brake / steer bars, route command, route completion, agent extras);
 for two seconds after an infraction tick the frame gets a flashing red border and the infraction
 names. Output: MP4, H.264, yuv420p, 10 or 20 fps.
@@ -44,6 +48,7 @@ class FrameState:
 
     info: TickInfo
     flash: list[str] = field(default_factory=list)  # infraction keys to flash (empty: off)
+    context: np.ndarray | None = None  # [h, w, 3] uint8 RGB top-down view from the backend
 
 
 def _draw_points(img: np.ndarray, cam: PinholeCamera, scale: float, traj: np.ndarray, target: np.ndarray | None) -> None:
@@ -77,13 +82,30 @@ def _bar(img: np.ndarray, x: int, y: int, w: int, h: int, value: float, label: s
     cv2.putText(img, label, (x + w + 6, y + h - 1), cv2.FONT_HERSHEY_SIMPLEX, 0.42, _WHITE, 1, cv2.LINE_AA)
 
 
+def _rgb(name: str, image: Any) -> np.ndarray:
+    image = np.asarray(image)
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise ValueError(f"{name} must be [H, W, 3] uint8 RGB, got {image.shape} {image.dtype}")
+    return image
+
+
+def _fit(image: np.ndarray, width: int, height: int) -> np.ndarray:
+    """``image`` scaled to fit (width, height), centred on black."""
+    h, w = image.shape[:2]
+    s = min(width / w, height / h)
+    nw, nh = max(1, int(w * s)), max(1, int(h * s))
+    out = np.zeros((height, width, 3), np.uint8)
+    y0, x0 = (height - nh) // 2, (width - nw) // 2
+    out[y0 : y0 + nh, x0 : x0 + nw] = cv2.resize(image, (nw, nh), interpolation=cv2.INTER_AREA if s < 1 else cv2.INTER_NEAREST)
+    return out
+
+
 def render_frame(frame: DebugFrame, state: FrameState, min_height: int = 384) -> np.ndarray:
     """One video frame: [H, W, 3] uint8 RGB, H and W even."""
-    image = np.asarray(frame.image)
-    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-        raise ValueError(f"DebugFrame.image must be [H, W, 3] uint8 RGB, got {image.shape} {image.dtype}")
+    image = _rgb("DebugFrame.image", frame.image)
     h, w = image.shape[:2]
-    scale = max(1, int(np.ceil(min_height / h)))
+    views = [_rgb(f"DebugFrame.views[{k!r}]", v) for k, v in frame.views.items()] if len(frame.views) > 1 else []
+    scale = 2 if views else max(1, int(np.ceil(min_height / h)))
     canvas = cv2.resize(image, (w * scale, h * scale), interpolation=cv2.INTER_NEAREST)
     try:
         cam = PinholeCamera.from_spec(frame.camera)
@@ -91,6 +113,14 @@ def render_frame(frame: DebugFrame, state: FrameState, min_height: int = 384) ->
         _draw_points(canvas, cam, cam_scale, frame.trajectory, frame.target_point)
     except ValueError:
         pass  # a camera spec we cannot use: image and HUD only
+    if state.context is not None:
+        side = _fit(_rgb("context view", state.context), canvas.shape[0], canvas.shape[0])
+        canvas = np.concatenate([canvas, side], axis=1)
+    if views:
+        row = np.concatenate([_fit(v, w, h) for v in views], axis=1)
+        width = max(row.shape[1], canvas.shape[1])
+        pad = lambda a: np.pad(a, ((0, 0), (0, width - a.shape[1]), (0, 0)))  # noqa: E731
+        canvas = np.concatenate([pad(row), pad(canvas)], axis=0)
     info = state.info
     if state.flash:
         cv2.rectangle(canvas, (0, 0), (canvas.shape[1] - 1, canvas.shape[0] - 1), _RED, 6)
@@ -195,6 +225,7 @@ def _copy_frame(frame: DebugFrame) -> DebugFrame:
         trajectory=np.array(frame.trajectory, dtype=np.float32, copy=True),
         target_point=None if frame.target_point is None else np.array(frame.target_point, dtype=np.float32, copy=True),
         extras=dict(frame.extras),
+        views={k: np.array(v, copy=True) for k, v in frame.views.items()},
     )
 
 
@@ -225,10 +256,11 @@ class VideoRecorder:
             assert self._encoder is not None
             self._encoder.add(render_frame(item[0], item[1], self.config.min_height))
 
-    def add(self, info: TickInfo, frame: DebugFrame | None) -> None:
-        """One tick. Every ``stride``-th tick becomes a frame; the final tick is always kept."""
+    def add(self, info: TickInfo, frame: DebugFrame | None, context: np.ndarray | None = None) -> None:
+        """One tick. Every ``stride``-th tick becomes a frame; the final tick is always kept.
+        ``context``: the backend's top-down RGB view of this tick, or None."""
         self.ticks_seen += 1
-        state = FrameState(info, self._flash.update(info))
+        state = FrameState(info, self._flash.update(info), None if context is None else np.array(context, copy=True))
         if frame is None:
             return
         item = (_copy_frame(frame), state)

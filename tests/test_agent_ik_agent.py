@@ -130,7 +130,8 @@ def test_carla_3cam_rig_resizes_to_the_model_and_passes_the_track_limits(tiny_mo
         assert_valid(control)
     frame = agent.get_debug_frame()
     assert isinstance(frame, DebugFrame)
-    assert frame.image.shape == (160, 288, 3) and frame.camera["id"] == "left"
+    assert frame.image.shape == (160, 288, 3) and frame.camera["id"] == "front"  # the plan is drawn in the front view
+    assert list(frame.views) == ["left", "front", "right"] and all(v.shape == (160, 288, 3) for v in frame.views.values())
     assert frame.trajectory.shape == (6, 2) and np.isfinite(frame.trajectory).all()
     assert frame.target_point is not None and frame.target_point[0] > 0
     assert frame.command == LANEFOLLOW and frame.speed == 4.0

@@ -120,3 +120,27 @@ def test_infraction_markers_flash_after_the_tick():
     assert all(on[10 : 10 + BLINK_TICKS]) and not any(on[10 + BLINK_TICKS : 10 + 2 * BLINK_TICKS])
     last = 10 + int(FLASH_SECONDS * 20)
     assert any(on[last - 2 * BLINK_TICKS : last]) and not any(on[last:])
+
+
+def test_three_camera_frame_tiles_views_projects_into_front_and_shows_context():
+    from agent.rigs import get_rig
+
+    specs = {c.id: c.to_sensor() for c in get_rig("carla-3cam").cameras}
+    views = {cid: np.full((160, 288, 3), 40 + 60 * k, np.uint8) for k, cid in enumerate(specs)}
+    context = np.full((192, 192, 3), 200, np.uint8)
+    traj = np.stack([np.arange(1, 7) * 4.0, np.zeros(6)], 1)  # straight ahead, 4 m per waypoint
+    frame = DebugFrame(image=views["front"], camera=specs["front"], trajectory=traj, target_point=None, command=4,
+                       speed=8.0, throttle=0.3, steer=0.0, brake=0.0, views=views)
+    info = TickInfo(10, 0.5, (0.0, 0.0), 0.0, 8.0, 0.3, 0.0, 0.0, 1.0, [])
+    out = render_frame(frame, FrameState(info, [], context))
+    # Row of three cameras (864 x 160), the front camera x2 (576 x 320) + the context (320 x 320), HUD.
+    assert out.shape[1] == 576 + 320 and out.shape[0] >= 160 + 320
+    for k, cid in enumerate(specs):
+        assert (out[80, k * 288 + 144] == views[cid][0, 0]).all()
+    assert (out[160 + 160, 576 + 160] == 200).all()  # the context view beside the large front image
+    # The plan 4-24 m ahead is drawn in green on the large front image, under the horizon.
+    cam = PinholeCamera.from_spec(specs["front"])
+    uv, _ = cam.project(traj[2:3])
+    u, v = (uv[0] * 2).round().astype(int)
+    patch = out[160 + v - 2 : 160 + v + 3, u - 2 : u + 3].reshape(-1, 3)
+    assert ((patch[:, 1] > 180) & (patch[:, 0] < 100)).any()

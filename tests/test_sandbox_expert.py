@@ -34,7 +34,9 @@ def test_expert_plan_debug_frame_and_ground_truth():
     assert plan.trajectory.shape == (6, 2) and np.all(np.isfinite(plan.trajectory))
     assert np.all(np.diff(plan.trajectory[:, 0]) > 0)  # driving forward, ego frame x ahead
     assert np.abs(plan.trajectory[:, 1]).max() < 1.0  # straight lane: little lateral motion
-    assert isinstance(frame, DebugFrame) and frame.image.shape == (128, 128, 3) and frame.image.dtype == np.uint8
+    # The expert asks for the carla-3cam cameras: the debug image is the front camera, views all three.
+    assert isinstance(frame, DebugFrame) and frame.image.shape == (160, 288, 3) and frame.image.dtype == np.uint8
+    assert frame.camera["id"] == "front" and list(frame.views) == ["left", "front", "right"]
     assert frame.trajectory.shape == (6, 2) and frame.command == 4
     assert gt.ego.type_id == "vehicle.sandbox.ego" and gt.others and gt.ego.speed > 2.0
     assert expert.ground_truth() is None  # outside a route

@@ -13,7 +13,7 @@ from carla_eval import scoring
 from carla_eval.routes import RouteConfig
 from carla_eval.sandbox.agents import ScriptedAgent
 from carla_eval.sandbox.backend import SandboxBackend
-from carla_eval.sandbox.config import SandboxConfig
+from carla_eval.sandbox.config import CriteriaConfig, SandboxConfig
 from carla_eval.sandbox.render import RenderStyle
 from carla_eval.sandbox.sensors import SensorConfigError, validate_sensors
 from carla_eval.sandbox.traffic import TrafficConfig
@@ -33,8 +33,9 @@ ROUTE = RouteConfig(0, "s1", "intersection", ((-120.0, 2.0, 0.0), (-60.0, 2.0, 0
 
 @pytest.fixture(scope="module")
 def backend():
-    # No background traffic: the image holds only the ego, so colours can be checked exactly.
-    return SandboxBackend(SandboxConfig(traffic=TrafficConfig(enabled=False)))
+    # No background traffic: the image holds only the ego, so colours can be checked exactly. The
+    # top-down camera is 20 m up: the 3 m mount-radius rule is turned off for it.
+    return SandboxBackend(SandboxConfig(traffic=TrafficConfig(enabled=False), max_mount_distance=None))
 
 
 def collect(backend, sensors, policy, route=ROUTE, ticks=None):
@@ -143,6 +144,38 @@ def test_mount_radius_check_is_optional():
     validate_sensors([CAMERA])
     with pytest.raises(SensorConfigError, match="mounted"):
         validate_sensors([CAMERA], max_mount_distance=3.0)
+
+
+def test_the_3m_mount_rule_is_on_by_default():
+    backend = SandboxBackend(SandboxConfig(traffic=TrafficConfig(enabled=False)))
+    agent = ScriptedAgent(controls=[(1.0, 0.0, 0.0)], sensors=RIG)
+    out = backend.run_route(ROUTE, agent, "", seed=0)
+    assert out.status == scoring.STATUS_SENSORS_INVALID
+    assert "'bev' is mounted 21.54 m from the vehicle centre (max 3.0 m)" in out.error
+
+
+def test_carla_3cam_in_the_sandbox_with_ground_truth_apart_from_input_data():
+    from agent.rigs import get_rig
+    from carla_eval.sandbox.camera.renderer import decode_carla_depth
+
+    backend = SandboxBackend(SandboxConfig(traffic=TrafficConfig(enabled=False), camera_ground_truth=True,
+                                           criteria=CriteriaConfig(max_ticks=5)))
+    seen = []
+
+    def policy(t, data):
+        seen.append((data, {k: {c: a.copy() for c, a in v.items()} for k, v in backend.session.sensors.ground_truth.items()}))
+        return (0.5, 0.0, 0.0)
+
+    out = backend.run_route(ROUTE, ScriptedAgent(policy=policy, sensors=get_rig("carla-3cam").sensors()), "", seed=0)
+    assert out.status == scoring.STATUS_AGENT_TIMEOUT  # the tick cap
+    data, truth = seen[-1]
+    assert set(data) == {"left", "front", "right", "gnss", "imu", "speed"}  # no ground truth in input_data
+    for cam in ("left", "front", "right"):
+        img = data[cam][1]
+        assert img.shape == (160, 288, 4) and img.dtype == np.uint8 and (img[..., 3] == 255).all()
+        assert truth["depth"][cam].shape == (160, 288, 4) and truth["semantic"][cam].shape == (160, 288, 4)
+    depth = decode_carla_depth(truth["depth"]["front"])
+    assert 2.0 < depth[-1, 144] < 10.0 and depth[0, 144] == pytest.approx(1000.0)
 
 
 def test_unsupported_sensor_fails_route_with_status(backend):

@@ -299,7 +299,9 @@ class RecordingAgent:
         self._call_expert = agent_caller(self.expert)
 
     def sensors(self) -> list[dict[str, Any]]:
-        return merge_sensors(list(self.expert.sensors()), self.rig.sensors())
+        # The expert drives from the true state: only the rig's cameras are rendered.
+        own = [s for s in self.expert.sensors() if s.get("type") != "sensor.camera.rgb"]
+        return merge_sensors(own, self.rig.sensors())
 
     def __call__(self, input_data: dict, timestamp: float) -> Any:
         return self.run_step(input_data, timestamp)
@@ -345,10 +347,17 @@ def expert_plan(expert: Any) -> np.ndarray:
 
 
 def make_backend(cfg: CollectConfig) -> Any:
-    """A backend instance named by ``cfg.backend`` (``carla_eval.backend_factory`` names)."""
-    from carla_eval.backend_factory import resolve_backend_class
+    """A backend instance named by ``cfg.backend`` (``carla_eval.backend_factory`` names), built from
+    ``cfg.backend_options``. A sandbox-only rig (``sandbox-bev``, mounted 20 m up) turns the
+    sandbox's 3 m mount-radius rule off unless the options set it."""
+    from agent.rigs import get_rig
+    from carla_eval.backend_factory import create_backend
+    from carla_eval.run_config import BackendSpec
 
-    return resolve_backend_class(cfg.backend)(**cfg.backend_options)
+    options = dict(cfg.backend_options)
+    if cfg.backend == "sandbox" and "config" not in options and get_rig(DecodeSettings.from_agent_config(cfg.agent_config).rig).sandbox_only:
+        options.setdefault("max_mount_distance", None)
+    return create_backend(BackendSpec(cfg.backend, options))
 
 
 def _ego_size(backend: Any) -> list[float]:

@@ -32,6 +32,7 @@ from carla_eval.sandbox.criteria import RouteCriteria
 from carla_eval.sandbox.map_index import MapIndex, get_map_index
 from carla_eval.sandbox.route_plan import GlobalPlan, RoutePlan, RoutePlanner, build_global_plan
 from carla_eval.sandbox.scenarios import SCENARIO_ABILITIES, Scenario, ScenarioContext, build_scenarios
+from carla_eval.sandbox.camera.appearance import route_appearance
 from carla_eval.sandbox.sensors import EgoReading, SensorConfigError, SensorSuite
 from carla_eval.sandbox.towns import Town, get_town
 from carla_eval.sandbox.traffic import TownPaths, TrafficManager, get_town_paths
@@ -57,6 +58,7 @@ class RouteSession:
     traffic: TrafficManager
     scenarios: list[Scenario]
     criteria: RouteCriteria
+    sensors: SensorSuite | None = None  # the agent's sensors; ``sensors.ground_truth`` holds depth / semantic
 
     @property
     def ego_progress_s(self) -> float:
@@ -131,6 +133,7 @@ class SandboxBackend:
         self.last_session: RouteSession | None = None
         self.last_stats = RouteStats()
         self._closed = False
+        self._context_cameras: dict[str, Any] = {}
 
     # ----------------------------------------------------------------- set-up
     def prepare(self, route: RouteConfig, seed: int) -> RouteSession:
@@ -181,8 +184,8 @@ class SandboxBackend:
         trace: RouteTrace | None = None
         infraction_steps: list[tuple[int, str, str]] = []
         metric_info: dict[str, dict[str, list[float]]] = {}
+        suite = None
         try:
-            suite = None
             try:
                 agent.set_global_plan(session.global_plan.gps, session.global_plan.world)
                 agent.setup(agent_config)
@@ -195,7 +198,10 @@ class SandboxBackend:
                     failure, error = scoring.STATUS_AGENT_SETUP, traceback.format_exc(limit=8)
                 else:
                     try:
-                        suite = SensorSuite(_validated(specs, self.config.max_mount_distance), session.index, session.town.geo)
+                        appearance = route_appearance(route.weathers, seed, route.route_id, self.config.appearance_jitter)
+                        suite = SensorSuite(_validated(specs, self.config.max_mount_distance), session.index, session.town.geo,
+                                            appearance, self.config.camera_ground_truth)
+                        session.sensors = suite
                     except SensorConfigError as exc:
                         failure, error = scoring.STATUS_SENSORS_INVALID, str(exc)
             if failure is None and suite is not None:
@@ -205,6 +211,8 @@ class SandboxBackend:
                 agent.destroy()
             except Exception:
                 log.warning("agent.destroy() raised:\n%s", traceback.format_exc(limit=4))
+            if suite is not None:
+                suite.close()
             self.last_session = session
             self.session = None
         infractions = session.criteria.finalize()
@@ -299,6 +307,21 @@ class SandboxBackend:
         for v in list(world.actors):
             if np.hypot(*(v.position - world.ego.position)) > radius:
                 world.remove(v)
+
+    def context_view(self) -> np.ndarray | None:
+        """Top-down RGB [192, 192, 3] uint8 of the running route around the ego (40 m x 40 m, 12 m
+        behind to 28 m ahead), for videos; None between routes. Never an agent input."""
+        session = self.session
+        if session is None:
+            return None
+        cam = self._context_cameras.get(session.town.name)
+        if cam is None:
+            from carla_eval.sandbox.render import TopDownCamera, TopDownCameraSpec
+
+            cam = TopDownCamera(TopDownCameraSpec(width=192, height=192, fov_deg=90.0, z=20.0, x=8.0), session.index)
+            self._context_cameras[session.town.name] = cam
+        st = session.world.ego.state
+        return np.ascontiguousarray(cam.render(st.x, st.y, st.yaw, session.world.road.vehicles)[..., 2::-1])
 
     # ----------------------------------------------------------------- expert, close
     def create_expert_agent(self, config=None):

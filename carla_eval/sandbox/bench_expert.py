@@ -2,7 +2,7 @@
 
     python -m carla_eval.sandbox.bench_expert --routes routes/sandbox/bench.xml [--subset 0-9] [--json out.json]
 
-One process, rendering on (the expert asks for the sandbox-bev camera like the IK agent). Reports
+One process, rendering on (the expert asks for the carla-3cam cameras like the agent). Reports
 per route: status, driving score (DS = RC x IP), route completion, infractions; overall: mean DS
 and RC, success rate, vehicle / layout collisions per km driven, and the simulation speed
 (simulated seconds per wall-clock second, sensors + expert + world included).

@@ -67,8 +67,11 @@ class SandboxConfig:
             50; leaderboard 2.0: 200); None passes the dense 1 m route.
         penalty_formula: leaderboard penalty formula for the route score ("2.0" or "2.1").
         apply_min_speed_penalty: count min-speed messages in the penalty (off, as in Bench2Drive).
-        max_mount_distance: SENSORS-track mount radius check in metres (None: off; the top-down
-            camera is 20 m up).
+        max_mount_distance: SENSORS-track mount radius check in metres, 3.0 as in Leaderboard 2.0
+            (None turns it off: needed by the ``sandbox-bev`` rig, whose camera is 20 m up).
+        camera_ground_truth: render depth and semantic images of the perspective cameras every
+            tick (training data; kept on the route session, never given to the agent).
+        appearance_jitter: strength of the per-route brightness / colour jitter (0 = presets only).
         record_metric_info: fill RouteOutcome.metric_info (Bench2Drive's per-tick vehicle state).
     """
 
@@ -76,7 +79,9 @@ class SandboxConfig:
     plan_sample_distance: float | None = 50.0
     penalty_formula: Literal["2.0", "2.1"] = "2.0"
     apply_min_speed_penalty: bool = False
-    max_mount_distance: float | None = None
+    max_mount_distance: float | None = 3.0
+    camera_ground_truth: bool = False
+    appearance_jitter: float = 1.0
     record_metric_info: bool = True
     vehicle: VehicleModelConfig = field(default_factory=VehicleModelConfig)
     criteria: CriteriaConfig = field(default_factory=CriteriaConfig)

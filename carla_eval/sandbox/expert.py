@@ -31,20 +31,17 @@ import numpy as np
 from agent.controller import ControllerConfig, TrajectoryController
 from agent.debug_frame import DebugFrame
 from agent.ego_frame import world_to_ego
+from agent.rigs import get_rig
 from carla_eval.sandbox.expert_paths import PathSample, RouteRoads, build_path, project
 from carla_eval.sandbox.giveway import GiveWay, GiveWayConfig, find_conflicts
 from carla_eval.sandbox.towns import LaneIndex
 from carla_eval.sandbox.vehicles import StaticVehicle, idm_accel
 from carla_eval.sandbox.world import ActorBox
 
-# The sandbox-bev rig (agent/rigs.py): one top-down camera + GNSS + IMU + speedometer.
-DEFAULT_EXPERT_SENSORS: tuple[dict[str, Any], ...] = (
-    {"type": "sensor.camera.rgb", "id": "bev", "x": 8.0, "y": 0.0, "z": 20.0, "roll": 0.0, "pitch": -90.0,
-     "yaw": 0.0, "width": 128, "height": 128, "fov": 90.0},
-    {"type": "sensor.other.gnss", "id": "gnss", "x": 0.0, "y": 0.0, "z": 0.0, "roll": 0.0, "pitch": 0.0, "yaw": 0.0},
-    {"type": "sensor.other.imu", "id": "imu", "x": 0.0, "y": 0.0, "z": 0.0, "roll": 0.0, "pitch": 0.0, "yaw": 0.0},
-    {"type": "sensor.speedometer", "id": "speed"},
-)
+# The carla-3cam rig (agent/rigs.py): three front cameras + GNSS + IMU + speedometer. The expert
+# drives from the true state; it asks for the agent's cameras so that its runs cost what an
+# agent's runs cost, and so that data collection renders the images the model is trained on.
+DEFAULT_EXPERT_SENSORS: tuple[dict[str, Any], ...] = tuple(get_rig("carla-3cam").sensors())
 
 
 @dataclass(frozen=True)
@@ -466,10 +463,12 @@ class ExpertAgent:
         return GroundTruth(session.world.frame, session.world.time, boxes[0], boxes[1:], session.ego_progress_s)
 
     def _make_debug(self, input_data: dict, plan: ExpertPlan, cmd, speed: float) -> DebugFrame | None:
-        cam = next((s for s in self.config.sensors if s.get("type") == "sensor.camera.rgb"), None)
-        if cam is None or cam["id"] not in input_data:
+        cams = [s for s in self.config.sensors if s.get("type") == "sensor.camera.rgb" and s["id"] in input_data]
+        if not cams:
             return None
-        image = np.ascontiguousarray(input_data[cam["id"]][1][..., 2::-1])
+        views = {c["id"]: np.ascontiguousarray(input_data[c["id"]][1][..., 2::-1]) for c in cams}
+        cam = min(cams, key=lambda c: abs(float(c.get("yaw", 0.0))))  # the front camera
+        image = views[cam["id"]]
         session = self._session
         i = min(session.criteria.progress, len(session.plan.s) - 1)
         k = session.plan.index_at(float(session.plan.s[i]) + 20.0)
@@ -484,6 +483,7 @@ class ExpertAgent:
             throttle=cmd.throttle,
             steer=cmd.steer,
             brake=cmd.brake,
+            views=views if len(views) > 1 else {},
             extras={
                 "target_speed": plan.target_speed,
                 "leader_gap": plan.leader_gap if math.isfinite(plan.leader_gap) else -1.0,

@@ -1,0 +1,1 @@
+"""Perspective cameras of the sandbox: scene, appearance, renderer (see renderer.py)."""
