@@ -65,6 +65,9 @@ def worker_main(conn: Connection, backend_spec: BackendSpec, agent_spec: AgentSp
                 conn.send(("result", result))
             except (pickle.PicklingError, TypeError, AttributeError) as exc:
                 conn.send(("result", RouteResult(payload, None, "simulator", f"route result cannot be sent back: {exc!r}")))
+            if result.worker_stale:  # a thread is stuck in the agent: this process cannot be reused
+                conn.close()
+                os._exit(0)
     except (BrokenPipeError, EOFError, OSError):
         pass
     finally:
