@@ -65,7 +65,7 @@ def _os_error_line(exc: OSError, out: Path) -> str:
     what = exc.strerror or str(exc)
     name = exc.filename
     if name is None:
-        return f"I/O error on the run folder {out}: {what}"
+        return f"cannot write to the run folder {out}: {what}; the files already there are unchanged"
     try:
         inside = Path(name).resolve().is_relative_to(out.resolve())
     except (OSError, ValueError):
@@ -234,17 +234,6 @@ class RunFolder:
         self.lock.release()
 
 
-def open_run_dir(config: RunConfig, plan: RunPlan, argv: list[str] | None) -> ResultsStore:
-    """Create a fresh run folder, or check and reopen one for ``--resume``; returns its results.
-    (The lock is given back at once: :func:`run` holds it for the whole run instead.)"""
-    folder = RunFolder(config, plan, argv)
-    try:
-        folder.check()
-        return folder.open()
-    finally:
-        folder.close()
-
-
 class _RunWriter:
     """Main-process side of a run: turns results into files and records (single writer)."""
 
@@ -267,8 +256,11 @@ class _RunWriter:
 
     def note(self, message: str, show: bool = True) -> None:
         stamp = time.strftime("%Y-%m-%d %H:%M:%S")
-        self._log.write(f"{stamp} {message}\n")
-        self._log.flush()
+        try:
+            self._log.write(f"{stamp} {message}\n")
+            self._log.flush()
+        except OSError as exc:
+            raise OSError(exc.errno, exc.strerror, str(self.out / LOG_FILENAME)) from exc
         if show and message not in self._notes_seen:
             self._notes_seen.add(message)
             self.progress.log(message)
