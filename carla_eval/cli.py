@@ -209,6 +209,13 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:  # a second Ctrl-C while shutting down
         console.print("[yellow]interrupted[/]")
         return EXIT_INTERRUPTED
+    except OSError as exc:  # an output that cannot be written (run has its own message for its folder)
+        from rich.markup import escape
+
+        where = f"{exc.filename}: " if exc.filename else ""
+        console.print(f"[bold red]carla-eval {args.command}: {escape(where + (exc.strerror or str(exc)))}[/]",
+                      soft_wrap=True, highlight=False)
+        return EXIT_USAGE
 
 
 def _dispatch(args: argparse.Namespace, console: Console, argv: list[str]) -> int:

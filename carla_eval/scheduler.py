@@ -87,7 +87,6 @@ class Scheduler:
                     result = event.result
                     if result.status is not None:  # invalid route, hung agent: never retried
                         wall = self._wall.pop(result.task.record_id, 0.0) + result.wall_s
-                        self.hooks.on_note(f"{result.task.record_id}: {result.status}: {(result.error or '').splitlines()[0]}")
                         self.hooks.on_given_up(GivenUp(result.task, result.status, result.error or "", result.task.attempt + 1, wall))
                     elif result.failure_kind is None:
                         self._wall.pop(result.task.record_id, None)

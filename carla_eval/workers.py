@@ -85,6 +85,7 @@ class _Slot:
         self.ready = False
         self.task: RouteTask | None = None
         self.dead = False
+        self.stale = False  # it reported a hung agent and exits
 
 
 class LocalWorkerPool:
@@ -141,6 +142,8 @@ class LocalWorkerPool:
             pass  # the death shows up in poll()
 
     def _died(self, i: int, slot: _Slot, reason: str) -> WorkerDied:
+        if slot.stale:
+            reason = "worker retired after a hung agent (its thread cannot be stopped)"
         slot.dead = True
         slot.process.join(timeout=2.0)
         code = slot.process.exitcode
@@ -185,6 +188,7 @@ class LocalWorkerPool:
                     events.append(TaskProgress(i, rid, step, rc))
                 elif kind == "result":
                     slot.task = None
+                    slot.stale = slot.stale or bool(getattr(payload, "worker_stale", False))
                     events.append(TaskDone(i, payload))
         for sentinel, (i, slot) in sentinels.items():
             if sentinel in ready and not slot.dead:
