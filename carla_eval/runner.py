@@ -65,13 +65,13 @@ def _os_error_line(exc: OSError, out: Path) -> str:
     what = exc.strerror or str(exc)
     name = exc.filename
     if name is None:
-        return f"cannot write to the run folder {out}: {what}; the files already there are unchanged"
+        return f"cannot write to the run folder {out}: {what}; the files written so far are intact (--resume once it can be written)"
     try:
         inside = Path(name).resolve().is_relative_to(out.resolve())
     except (OSError, ValueError):
         inside = False
     if inside or Path(name).resolve() == out.resolve():
-        return f"cannot write to the run folder {out}: {what} ({name}); the files already there are unchanged"
+        return f"cannot write to the run folder {out}: {what} ({name}); the files written so far are intact (--resume once it can be written)"
     return f"I/O error on {name}: {what}"
 
 
@@ -351,10 +351,19 @@ def run(config: RunConfig, console: Console | None = None, argv: list[str] | Non
     (a RunError, one line) when the run's files cannot be written; the files already there stay
     as they were (every write is atomic)."""
     console = console or Console()
+    previous_sigterm = None
+    if threading.current_thread() is threading.main_thread():
+        def _sigterm(signum: int, frame: Any) -> None:
+            raise KeyboardInterrupt
+
+        previous_sigterm = signal.signal(signal.SIGTERM, _sigterm)
     try:
         return _run(config, console, argv)
     except OSError as exc:
         raise RunOutputError(_os_error_line(exc, Path(config.out_dir))) from exc
+    finally:
+        if previous_sigterm is not None:
+            signal.signal(signal.SIGTERM, previous_sigterm)
 
 
 def _run(config: RunConfig, console: Console, argv: list[str] | None) -> RunSummary:
@@ -403,12 +412,6 @@ def _run_session(config: RunConfig, console: Console, plan: RunPlan, folder: Run
     progress.seed_scores([float(r["scores"]["score_composed"]) for r in store.records.values()])
     writer = _RunWriter(config, store, console, progress)
     interrupted = False
-    previous_sigterm = None
-    if threading.current_thread() is threading.main_thread():
-        def _sigterm(signum: int, frame: Any) -> None:
-            raise KeyboardInterrupt
-
-        previous_sigterm = signal.signal(signal.SIGTERM, _sigterm)
     try:
         for message in start_notes:
             writer.note(message, show=False)
@@ -446,8 +449,6 @@ def _run_session(config: RunConfig, console: Console, plan: RunPlan, folder: Run
     finally:
         if pool is not None:
             pool.close()
-        if previous_sigterm is not None:
-            signal.signal(signal.SIGTERM, previous_sigterm)
         writer.close()
     metrics = run_metrics(config, store, plan)
     payload = metrics.to_json()
