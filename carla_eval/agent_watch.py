@@ -1,16 +1,18 @@
 """Inside a worker: watch the agent's calls, as the leaderboard's agent watchdog does.
 
-:class:`AgentWatch` wraps the agent instance's ``setup`` and ``run_step`` (instance attributes, so
-``__call__`` of a leaderboard agent, which calls ``self.run_step``, goes through them too). It
+:class:`AgentWatch` wraps the agent instance's ``set_global_plan``, ``setup``, ``sensors`` (the
+set-up calls) and ``run_step`` (instance attributes, so ``__call__`` of a leaderboard agent, which
+calls ``self.run_step``, goes through them too). It
 records when the current call started, and it refuses a control with a non-finite throttle, steer
 or brake by raising :class:`NonFiniteControlError` from ``run_step`` (the backend turns that into
 "Failed - Agent crashed"; the watch keeps the one-line message for the record).
 
 :func:`run_watched` runs a route in a helper thread while the calling thread checks the watch: a
 call that lasts longer than ``timeout_s`` ends the attempt with the leaderboard's message
-("Agent took longer than {timeout}s to send its command", status "Failed - Agent crashed"; for
-``setup``: "Timeout: Agent took longer than {timeout}s to setup", "Failed - Agent couldn't be set
-up"). The stuck thread cannot be stopped, so the worker that ran it must be discarded
+("Agent took longer than {timeout}s to send its command", status "Failed - Agent crashed"; for a
+set-up call: "Timeout: Agent took longer than {timeout}s to setup", "Failed - Agent couldn't be
+set up"). Building the agent (its constructor) is not watched here: the route's wall-clock limit
+covers it. The stuck thread cannot be stopped, so the worker that ran it must be discarded
 (``RouteResult.worker_stale``).
 """
 
@@ -25,6 +27,9 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from carla_eval import scoring
+
+
+SETUP_CALLS = ("set_global_plan", "setup", "sensors")
 
 
 class NonFiniteControlError(ValueError):
@@ -44,7 +49,7 @@ class AgentWatch:
     """See the module docstring. ``watch(agent)`` returns False when the agent cannot be wrapped."""
 
     def __init__(self) -> None:
-        self.call: str | None = None  # "setup" | "run_step" while one runs
+        self.call: str | None = None  # the wrapped method running now, if any
         self.call_started = 0.0  # time.monotonic() at its start
         self.tick = 0
         self.nonfinite: str | None = None  # message of the first non-finite control
@@ -78,7 +83,7 @@ class AgentWatch:
 
     def watch(self, agent: Any) -> bool:
         try:
-            for name in ("setup", "run_step"):
+            for name in SETUP_CALLS + ("run_step",):
                 fn = getattr(agent, name, None)
                 if callable(fn):
                     setattr(agent, name, self._timed(name, fn))
@@ -91,9 +96,9 @@ class AgentWatch:
         call = self.call
         if call is None or time.monotonic() - self.call_started <= timeout_s:
             return None
-        if call == "setup":
-            return scoring.STATUS_AGENT_SETUP, f"Timeout: Agent took longer than {timeout_s:g}s to setup"
-        return scoring.STATUS_AGENT_CRASH, f"Agent took longer than {timeout_s:g}s to send its command"
+        if call in SETUP_CALLS:
+            return scoring.STATUS_AGENT_SETUP, f"Timeout: Agent took longer than {float(timeout_s)}s to setup"
+        return scoring.STATUS_AGENT_CRASH, f"Agent took longer than {float(timeout_s)}s to send its command"
 
 
 def run_watched(fn: Callable[[], Any], watch: AgentWatch, timeout_s: float | None, poll_s: float = 0.05) -> tuple[Any, AgentHang | None]:

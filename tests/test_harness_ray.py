@@ -82,4 +82,4 @@ def test_ray_actor_with_a_hung_agent_is_replaced_and_the_route_recorded_once(tmp
     assert sorted(r["route_id"] for r in recs) == [f"RouteScenario_{i}_rep0" for i in range(3)]
     for rec in recs:  # one actor: each route needed a fresh one after the previous hang
         assert rec["status"] == scoring.STATUS_AGENT_CRASH and rec["attempts"] == 1
-        assert rec["error"].startswith("Agent took longer than 1s to send its command")
+        assert rec["error"].startswith("Agent took longer than 1.0s to send its command")

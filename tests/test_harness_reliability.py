@@ -119,11 +119,22 @@ def test_a_hung_agent_is_stopped_by_the_agent_watchdog_and_recorded_as_the_leade
     for rec in recs.values():
         # leaderboard-2.0: the agent watchdog's RuntimeError becomes an AgentError -> "Agent crashed"
         assert rec["status"] == scoring.STATUS_AGENT_CRASH
-        assert rec["error"].startswith("Agent took longer than 1s to send its command")
+        assert rec["error"].startswith("Agent took longer than 1.0s to send its command")
         assert "time.sleep(3600)" in rec["error"]  # where the agent was stuck
         assert rec["attempts"] == 1  # an agent failure is not retried
     log = (tmp_path / "run" / "run.log").read_text()
     assert "retrying" not in log
+
+
+def test_an_agent_hung_in_setup_is_recorded_as_not_set_up(tmp_path):
+    agent = tmp_path / "slow_setup_agent.py"
+    agent.write_text(AGENT_TEMPLATE.format(fault="pass", fault_tick=0).replace(
+        "    def setup(self, path_to_conf_file):\n        pass", "    def setup(self, path_to_conf_file):\n        time.sleep(3600)"))
+    routes = _routes(tmp_path, [{"id": "0"}])
+    summary = _run(_config(routes, tmp_path / "run", agent=str(agent), watchdog=WatchdogConfig(agent_timeout_s=0.5)))
+    (rec,) = _records(summary.results_path).values()
+    assert rec["status"] == scoring.STATUS_AGENT_SETUP and rec["attempts"] == 1
+    assert rec["error"].startswith("Timeout: Agent took longer than 0.5s to setup")
 
 
 def test_the_default_route_limit_is_derived_from_the_route():
@@ -310,6 +321,17 @@ def test_a_refused_backend_option_leaves_no_folder_and_the_corrected_command_run
     fixed = _cli(_cli_args(routes, out, "--backend-option", "tick_sleep_s=0.0"))
     assert fixed.returncode == 0, fixed.stdout
     assert list(_records(out / "results.json")) == ["RouteScenario_0_rep0"]
+
+
+def test_carla_options_are_checked_without_starting_anything():
+    from carla_eval.backend_factory import BackendError, check_backend_options
+
+    roots = {"carla_root": "/opt/carla", "leaderboard_root": "/lb", "scenario_runner_root": "/sr"}
+    check_backend_options(BackendSpec("carla", roots))
+    with pytest.raises(BackendError, match="gpuu"):
+        check_backend_options(BackendSpec("carla", {**roots, "gpuu": 1}))
+    with pytest.raises(BackendError, match="carla_root"):
+        check_backend_options(BackendSpec("carla", {"leaderboard_root": "/lb", "scenario_runner_root": "/sr"}))
 
 
 def test_sandbox_options_are_checked_against_its_config(tmp_path):
