@@ -321,6 +321,13 @@ def test_a_refused_backend_option_leaves_no_folder_and_the_corrected_command_run
     fixed = _cli(_cli_args(routes, out, "--backend-option", "tick_sleep_s=0.0"))
     assert fixed.returncode == 0, fixed.stdout
     assert list(_records(out / "results.json")) == ["RouteScenario_0_rep0"]
+    # the same on --resume: the run's files stay as they were, and the corrected resume goes on
+    files = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    refused = _cli(_cli_args(routes, out, "--backend-option", "tick_sleep=0.0", "--resume"))
+    assert refused.returncode == 2 and "tick_sleep" in refused.stdout, refused.stdout
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == files
+    resumed = _cli(_cli_args(routes, out, "--backend-option", "tick_sleep_s=0.0", "--resume"))
+    assert resumed.returncode == 0, resumed.stdout
 
 
 def test_carla_options_are_checked_without_starting_anything():
@@ -346,14 +353,14 @@ def test_sandbox_options_are_checked_against_its_config(tmp_path):
 def test_a_second_run_on_a_locked_folder_is_refused_with_the_holders_pid(tmp_path):
     routes = _routes(tmp_path, [{"id": str(i)} for i in range(4)])
     out = tmp_path / "run"
-    first = subprocess.Popen(_cli_args(routes, out, "--backend-option", "tick_sleep_s=0.01"), stdout=subprocess.PIPE,
+    first = subprocess.Popen(_cli_args(routes, out, "--backend-option", "tick_sleep_s=0.015"), stdout=subprocess.PIPE,
                              stderr=subprocess.STDOUT, text=True, cwd=REPO, start_new_session=True)
     try:
         deadline = time.monotonic() + 60
         while not (out / "run_manifest.json").exists() and time.monotonic() < deadline and first.poll() is None:
             time.sleep(0.05)
         assert first.poll() is None, "the first run must still be running"
-        second = _cli(_cli_args(routes, out, "--backend-option", "tick_sleep_s=0.01", "--resume"))
+        second = _cli(_cli_args(routes, out, "--backend-option", "tick_sleep_s=0.015", "--resume"))
         assert second.returncode == 2, second.stdout
         assert f"in use by another carla-eval run (PID {first.pid})" in second.stdout
         first_out, _ = first.communicate(timeout=120)
