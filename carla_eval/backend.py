@@ -6,7 +6,14 @@ the agent contract: ``set_global_plan`` -> ``setup(agent_config)`` -> ``sensors(
 per tick ``agent(input_data, timestamp)`` (``__call__``, which calls ``run_step``) -> ``destroy``.
 It turns every failure of the agent into a recorded status (never an exception to the harness);
 an exception out of ``run_route`` means the SIMULATOR failed, and the harness records it as
-"Failed - Simulation crashed" after its retries.
+"Failed - Simulation crashed" after its retries, except :class:`RouteInvalidError` (the route
+itself cannot be run: an unknown town, waypoints off every lane), which is recorded at once as an
+invalid route, without retries.
+
+A backend class may also offer ``route_error(route, options) -> str | None`` (a classmethod, run in
+the main process before the run folder is written, with the run's backend options): the reason a
+route can never run on it, or None. Such routes are recorded as invalid routes and never sent to
+a worker.
 """
 
 from __future__ import annotations
@@ -17,6 +24,11 @@ from typing import Any, Callable, Protocol
 import numpy as np
 
 from carla_eval.routes import RouteConfig
+
+
+class RouteInvalidError(ValueError):
+    """The route cannot run on this backend whatever the attempt (unknown town, waypoints off the
+    lanes, a malformed scenario): not a simulator crash, never retried."""
 
 
 @dataclass

@@ -91,3 +91,47 @@ def create_backend(spec: BackendSpec, worker_index: int = 0) -> Any:
         return cls(**kwargs)
     except TypeError as exc:
         raise BackendError(f"backend {spec.name!r} rejected its options {spec.options}: {exc}") from exc
+
+
+def check_backend_options(spec: BackendSpec) -> None:
+    """Check the options against the backend's constructor without building it (no simulator is
+    started): unknown names, missing required options, and values a config dataclass refuses raise
+    BackendError."""
+    cls = resolve_backend_class(spec.name)
+    config_cls = _config_class(cls)
+    if config_cls is not None and "config" not in spec.options:
+        if spec.options:
+            try:
+                dataclass_from_options(config_cls, dict(spec.options))
+            except (TypeError, ValueError) as exc:
+                raise BackendError(f"backend {spec.name!r}: bad options {spec.options}: {exc}") from exc
+        return
+    try:
+        signature = inspect.signature(cls)
+    except (TypeError, ValueError):
+        return
+    kwargs = dict(spec.options)
+    if "worker_index" in signature.parameters:
+        kwargs.setdefault("worker_index", 0)
+    try:
+        signature.bind(**kwargs)
+    except TypeError as exc:
+        known = sorted(p for p in signature.parameters if p not in ("self", "worker_index"))
+        raise BackendError(f"backend {spec.name!r} rejected its options {spec.options}: {exc}; known: {known}") from exc
+
+
+def backend_route_errors(spec: BackendSpec, routes: list[Any]) -> dict[str, str]:
+    """Route id -> why it can never run, from the backend class's optional ``route_error(route,
+    options)`` (see carla_eval.backend); routes it accepts are not listed."""
+    cls = resolve_backend_class(spec.name)
+    check = getattr(cls, "route_error", None)
+    if not callable(check):
+        return {}
+    errors: dict[str, str] = {}
+    for route in routes:
+        if route.error:
+            continue  # malformed routes are recorded as invalid routes by the runner already
+        reason = check(route, dict(spec.options))
+        if reason:
+            errors[route.route_id] = reason
+    return errors

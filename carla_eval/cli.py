@@ -1,6 +1,8 @@
 """``carla-eval``: run / metrics / replay (docs/harness.md), collect and probe (docs/training.md).
 
-Exit codes: 0 success; 1 replay not reproduced; 2 bad input or refused run folder; 130 interrupted.
+Exit codes: 0 success; 1 replay not reproduced; 2 bad input, refused run folder, workers that
+cannot start, or run files that cannot be written (one line, files left as they were); 130
+interrupted.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from typing import Any
 
 from rich.console import Console
 
-from carla_eval.run_config import AgentSpec, BackendSpec, RunConfig, VideoConfig
+from carla_eval.run_config import AgentSpec, BackendSpec, RunConfig, VideoConfig, WatchdogConfig
 
 EXIT_OK, EXIT_REPLAY_MISMATCH, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -27,6 +29,19 @@ def _option(text: str) -> tuple[str, Any]:
     except json.JSONDecodeError:
         value = raw
     return key, value
+
+
+def _seconds_or_none(text: str) -> float:
+    """``--route-timeout``: seconds, or 0 / none / off for no limit (returned as 0)."""
+    if text.strip().lower() in ("none", "off", "0"):
+        return 0.0
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds or 'none', got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected seconds >= 0, got {text!r}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -52,7 +67,17 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--video-fps", type=int, choices=[10, 20], default=10)
     run.add_argument("--retries", type=int, default=2, help="retries of a route after a crash")
     run.add_argument("--penalty-formula", choices=["2.0", "2.1"], default="2.0")
-    run.add_argument("--route-timeout", type=float, default=None, help="wall-clock seconds per route attempt")
+    run.add_argument("--route-timeout", type=_seconds_or_none, default=None, metavar="SECONDS|none",
+                     help="wall-clock seconds per route attempt (default: derived from the route, see docs/harness.md; "
+                          "0 or none: no limit)")
+    run.add_argument("--realtime-factor", type=float, default=WatchdogConfig.realtime_factor,
+                     help="slowest expected game time / wall time of a route, for the default --route-timeout")
+    run.add_argument("--agent-timeout", type=float, default=WatchdogConfig.agent_timeout_s, metavar="SECONDS",
+                     help="agent watchdog: limit of one setup()/run_step() call (leaderboard default 300; 0: off)")
+    run.add_argument("--allow-code-change", action="store_true",
+                     help="--resume under another git revision (every revision is recorded)")
+    run.add_argument("--ray-connect-timeout", type=float, default=30.0, metavar="SECONDS",
+                     help="time limit for joining --ray-address auto / HOST:PORT")
     run.add_argument("--no-traces", action="store_true", help="do not store traces (no replays)")
     run.add_argument("--no-progress", action="store_true", help="plain log lines instead of a progress bar")
 
@@ -103,12 +128,17 @@ def _run(args: argparse.Namespace, console: Console, argv: list[str]) -> int:
             retries=args.retries,
             penalty_formula=args.penalty_formula,
             route_timeout_s=args.route_timeout,
+            watchdog=WatchdogConfig(realtime_factor=args.realtime_factor, agent_timeout_s=args.agent_timeout),
             save_traces=not args.no_traces,
             show_progress=not args.no_progress,
+            allow_code_change=args.allow_code_change,
+            ray_connect_timeout_s=args.ray_connect_timeout,
         )
         summary = run(config, console, argv)
     except (RunError, ValueError) as exc:
-        console.print(f"[bold red]carla-eval run: {exc}[/]")
+        from rich.markup import escape
+
+        console.print(f"[bold red]carla-eval run: {escape(str(exc))}[/]", soft_wrap=True, highlight=False)
         return EXIT_USAGE
     if summary.metrics is not None:
         print_metrics(summary.metrics, console, title=f"carla-eval: {summary.run_dir}")
@@ -179,6 +209,13 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:  # a second Ctrl-C while shutting down
         console.print("[yellow]interrupted[/]")
         return EXIT_INTERRUPTED
+    except OSError as exc:  # an output that cannot be written (run has its own message for its folder)
+        from rich.markup import escape
+
+        where = f"{exc.filename}: " if exc.filename else ""
+        console.print(f"[bold red]carla-eval {args.command}: {escape(where + (exc.strerror or str(exc)))}[/]",
+                      soft_wrap=True, highlight=False)
+        return EXIT_USAGE
 
 
 def _dispatch(args: argparse.Namespace, console: Console, argv: list[str]) -> int:

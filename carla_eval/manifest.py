@@ -5,6 +5,10 @@ ids, the seed, the agent (file + SHA-256 of the file and of its config), the bac
 options, the penalty formula and the git revision of the code when available. A resumed run must
 have the same *identity* (everything but workers, Ray address, retries, video and progress
 settings), otherwise it is refused with the list of differences.
+
+The git revision must match too, unless ``--allow-code-change``: then the resume goes on and
+``git_revisions`` lists every revision that evaluated routes of the run, in order (each session
+also names its own). ``notes`` keeps what the harness repaired in the folder (e.g. record indexes).
 """
 
 from __future__ import annotations
@@ -56,10 +60,16 @@ class RunManifest:
     identity: dict[str, Any]  # compared on resume
     settings: dict[str, Any]  # free to change on resume
     expected: list[str]  # record ids of the run, in order
-    git_revision: str | None = None
+    git_revision: str | None = None  # the revision the run started with
     created: str = field(default_factory=_now)
     sessions: list[dict[str, Any]] = field(default_factory=list)
     version: int = MANIFEST_VERSION
+    git_revisions: list[str | None] = field(default_factory=list)  # every revision that contributed
+    notes: list[dict[str, Any]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not self.git_revisions:
+            self.git_revisions = [self.git_revision]
 
     @classmethod
     def for_run(cls, config: RunConfig, expected: list[str], argv: list[str] | None = None) -> "RunManifest":
@@ -84,6 +94,8 @@ class RunManifest:
             "retries": config.retries,
             "video": {"mode": config.video.mode, "last_seconds": config.video.last_seconds, "fps": config.video.fps},
             "route_timeout_s": config.route_timeout_s,
+            "watchdog": {"realtime_factor": config.watchdog.realtime_factor, "startup_s": config.watchdog.startup_s,
+                         "agent_timeout_s": config.watchdog.agent_timeout_s},
             "argv": list(argv) if argv is not None else None,
         }
         repo = Path(__file__).resolve().parent.parent
@@ -94,10 +106,12 @@ class RunManifest:
             "version": self.version,
             "created": self.created,
             "git_revision": self.git_revision,
+            "git_revisions": self.git_revisions,
             "identity": self.identity,
             "settings": self.settings,
             "expected": self.expected,
             "sessions": self.sessions,
+            "notes": self.notes,
         }
 
     def save(self, run_dir: str | Path) -> None:
@@ -119,12 +133,15 @@ class RunManifest:
                 git_revision=data.get("git_revision"),
                 created=data.get("created", ""),
                 sessions=list(data.get("sessions", [])),
+                git_revisions=list(data.get("git_revisions") or [data.get("git_revision")]),
+                notes=list(data.get("notes", [])),
             )
         except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as exc:
             raise ManifestError(f"{path} is unreadable or incomplete: {exc}") from exc
 
-    def check_resumable_by(self, other: "RunManifest") -> None:
-        """Raise ManifestError when ``other`` (the run being started) is not the same run as this one."""
+    def check_resumable_by(self, other: "RunManifest", allow_code_change: bool = False) -> None:
+        """Raise ManifestError when ``other`` (the run being started) is not the same run as this one,
+        or runs other code (another git revision) without ``allow_code_change``."""
         diffs = []
         for key in sorted(set(self.identity) | set(other.identity)):
             a, b = self.identity.get(key), other.identity.get(key)
@@ -141,6 +158,21 @@ class RunManifest:
                 else:
                     lines.append(f"  - {key}: recorded {a!r}, now {b!r}")
             raise ManifestError("cannot resume: this is not the same run as the one recorded:\n" + "\n".join(lines))
+        last = self.git_revisions[-1]
+        if other.git_revision != last and not allow_code_change:
+            raise ManifestError(
+                f"cannot resume: the code changed since this run was last evaluated (git revision {last} -> "
+                f"{other.git_revision}); pass --allow-code-change to go on with the new code (every revision is then "
+                f"recorded in the manifest and in metrics.json), or check out {last}"
+            )
 
-    def add_session(self, kind: str) -> None:
-        self.sessions.append({"kind": kind, "started": _now()})
+    def adopt_revision(self, revision: str | None) -> None:
+        """Record that ``revision`` evaluates routes of this run from now on."""
+        if revision != self.git_revisions[-1]:
+            self.git_revisions.append(revision)
+
+    def add_note(self, kind: str, detail: Any) -> None:
+        self.notes.append({"kind": kind, "time": _now(), "detail": detail})
+
+    def add_session(self, kind: str, git_revision: str | None = None) -> None:
+        self.sessions.append({"kind": kind, "started": _now(), "git_revision": git_revision})

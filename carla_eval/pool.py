@@ -44,6 +44,31 @@ class PoolStartError(RuntimeError):
     """Workers keep failing to start (the backend cannot be built); the run cannot go on."""
 
 
+def wait_ready(pool: "WorkerPool", timeout_s: float, poll_s: float = 0.1) -> list[str]:
+    """Wait until every worker of a started pool is ready (before any task is sent); returns the
+    notes of failed starts. Raises PoolStartError when workers keep failing to start, or when none
+    is ready after ``timeout_s`` (some ready ones are enough then)."""
+    import time
+
+    notes: list[str] = []
+    deadline = time.monotonic() + timeout_s
+    while len(pool.idle_workers()) < pool.size:
+        if time.monotonic() > deadline:
+            if pool.idle_workers():
+                break
+            raise PoolStartError(f"no worker became ready within {timeout_s:g} s" + (f" ({notes[-1]})" if notes else ""))
+        try:
+            events = pool.poll(poll_s)
+        except PoolStartError as exc:
+            raise PoolStartError(f"{exc}" + (f": {notes[-1]}" if notes else "")) from exc
+        for event in events:
+            if isinstance(event, WorkerNote):
+                notes.append(event.message)
+            elif isinstance(event, WorkerDied):
+                pool.replace(event.worker)
+    return notes
+
+
 class WorkerPool(Protocol):
     size: int
 

@@ -9,11 +9,15 @@ Addresses: ``local`` starts a private local cluster (``ray.init(num_cpus=N,
 include_dashboard=False)``) and :meth:`RayWorkerPool.close` ends it with ``ray.shutdown()`` from this
 same process; ``auto`` or ``HOST:PORT`` / ``ray://...`` connect to a running cluster (only this
 driver disconnects at the end). ``ray stop`` is never used: it kills every Ray process on the machine.
+Joining a cluster has a time limit (``connect_timeout_s``): a ``HOST:PORT`` that does not accept a TCP
+connection, or a ``ray.init`` that does not return in time, is a :class:`RayConnectError`.
 """
 
 from __future__ import annotations
 
 import os
+import socket
+import threading
 import time
 from typing import Any
 
@@ -24,6 +28,44 @@ from carla_eval.route_job import RouteResult, RouteTask, run_task
 from carla_eval.run_config import AgentSpec, BackendSpec
 
 MAX_CONSECUTIVE_START_FAILURES = 3
+
+
+class RayConnectError(PoolStartError):
+    """The Ray cluster at --ray-address cannot be joined in time."""
+
+
+def _host_port(address: str) -> tuple[str, int] | None:
+    """(host, port) of ``HOST:PORT`` or ``ray://HOST:PORT``; None for ``auto`` and other forms."""
+    rest = address.split("://", 1)[1] if "://" in address else address
+    host, sep, port = rest.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        return None
+    return host.strip("[]"), int(port)
+
+
+def connect_ray(ray: Any, address: str, timeout_s: float) -> None:
+    """``ray.init(address=...)`` within ``timeout_s`` seconds, or RayConnectError."""
+    target = _host_port(address)
+    if target is not None:
+        try:
+            socket.create_connection(target, timeout=timeout_s).close()
+        except OSError as exc:
+            raise RayConnectError(f"cannot reach the Ray cluster at {address} within {timeout_s:g} s: {exc}") from exc
+    box: dict[str, BaseException] = {}
+
+    def init() -> None:
+        try:
+            ray.init(address=address, log_to_driver=False, configure_logging=False)
+        except BaseException as exc:
+            box["error"] = exc
+
+    thread = threading.Thread(target=init, name="carla-eval-ray-connect", daemon=True)
+    thread.start()
+    thread.join(timeout_s)
+    if thread.is_alive():
+        raise RayConnectError(f"joining the Ray cluster at {address} did not finish within {timeout_s:g} s")
+    if "error" in box:
+        raise RayConnectError(f"cannot join the Ray cluster at {address}: {str(box['error']).splitlines()[0]}") from box["error"]
 
 
 class RouteWorker:
@@ -46,7 +88,8 @@ class RouteWorker:
 class RayWorkerPool:
     """``size`` Ray actors, one backend each. See the module docstring."""
 
-    def __init__(self, size: int, backend: BackendSpec, agent: AgentSpec, address: str, cpus_per_worker: float = 1.0) -> None:
+    def __init__(self, size: int, backend: BackendSpec, agent: AgentSpec, address: str, cpus_per_worker: float = 1.0,
+                 connect_timeout_s: float = 30.0) -> None:
         if size < 1:
             raise ValueError(f"pool size must be >= 1, got {size}")
         self.size = size
@@ -54,6 +97,7 @@ class RayWorkerPool:
         self.agent = agent
         self.address = address
         self.cpus_per_worker = cpus_per_worker
+        self.connect_timeout_s = connect_timeout_s
         self._ray: Any = None
         self._actor_cls: Any = None
         self._actors: list[Any] = [None] * size
@@ -67,13 +111,13 @@ class RayWorkerPool:
     def start(self) -> None:
         import ray
 
-        self._ray = ray
         if self.address == "local":
             ray.init(num_cpus=max(1, int(round(self.size * self.cpus_per_worker))), include_dashboard=False,
                      log_to_driver=False, configure_logging=False)
             self._started_cluster = True
         else:
-            ray.init(address=self.address, log_to_driver=False, configure_logging=False)
+            connect_ray(ray, self.address, self.connect_timeout_s)
+        self._ray = ray
         self._actor_cls = ray.remote(RouteWorker)
         for i in range(self.size):
             self._spawn(i)
@@ -140,6 +184,8 @@ class RayWorkerPool:
                 continue
             self._busy[i] = False
             events.append(TaskDone(i, result))
+            if result.worker_stale:  # a thread of the actor is stuck in the agent
+                self._replace(i)
         if self._start_failures >= MAX_CONSECUTIVE_START_FAILURES:
             raise PoolStartError(f"{self._start_failures} Ray workers in a row failed to start")
         return events

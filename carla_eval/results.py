@@ -25,7 +25,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
@@ -348,6 +348,7 @@ class ResultsStore:
     expected: list[str]
     records: dict[str, dict[str, Any]]
     sensors: list[str]
+    index_repairs: list[dict[str, Any]] = field(default_factory=list)  # set by load()
 
     @classmethod
     def create(cls, path: str | Path, expected: Sequence[str]) -> "ResultsStore":
@@ -357,16 +358,23 @@ class ResultsStore:
 
     @classmethod
     def load(cls, path: str | Path, expected: Sequence[str]) -> "ResultsStore":
-        """Read an existing results file of a run that expects ``expected`` record ids."""
+        """Read an existing results file of a run that expects ``expected`` record ids.
+
+        A record whose ``index`` is not its route's position in the run is repaired in memory (the
+        route id decides); ``index_repairs`` lists them ({route_id, recorded, repaired})."""
         data = read_results_file(path)
         store = cls.create(path, expected)
-        known = set(store.expected)
+        position = {rid: i for i, rid in enumerate(store.expected)}
         for rec in data["_checkpoint"]["records"]:
-            if rec["route_id"] not in known:
+            if rec["route_id"] not in position:
                 raise ResultsFileError(
                     f"results file {path} holds {rec['route_id']}, which is not part of this run "
                     f"(route file, subset or repetitions differ)"
                 )
+            want = position[rec["route_id"]]
+            if rec["index"] != want:
+                store.index_repairs.append({"route_id": rec["route_id"], "recorded": rec["index"], "repaired": want})
+                rec = {**rec, "index": want}
             store.records[rec["route_id"]] = rec
         store.sensors = list(data.get("sensors", []))
         return store

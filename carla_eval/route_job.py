@@ -5,8 +5,12 @@ the backend, collects the per-tick plan (for replays) and the video, and packs e
 picklable :class:`RouteResult`. It never writes files: the main process is the single writer.
 
 Failure kinds: ``agent_load`` (the agent could not be imported or built) and ``simulator`` (the
-backend raised). Agent failures *during* the route are statuses inside the outcome (backend
-contract), not failure kinds.
+backend raised) are retried; ``invalid_route`` (the backend raised
+:class:`~carla_eval.backend.RouteInvalidError`: the route itself cannot be run) and ``agent_hung``
+(a ``setup``/``run_step`` call went over the agent watchdog, :mod:`carla_eval.agent_watch`) are
+recorded at once, with ``status``. Other agent failures *during* the route are statuses inside the
+outcome (backend contract), not failure kinds; a non-finite control is one of them ("Failed -
+Agent crashed", with its message in ``outcome.error``).
 """
 
 from __future__ import annotations
@@ -20,7 +24,8 @@ import numpy as np
 
 from carla_eval import scoring
 from carla_eval.agent_loader import AgentFactory, AgentLoadError, enable_debug_frames
-from carla_eval.backend import RouteOutcome, TickInfo
+from carla_eval.agent_watch import AgentWatch, run_watched
+from carla_eval.backend import RouteInvalidError, RouteOutcome, TickInfo
 from carla_eval.routes import RouteConfig
 from carla_eval.run_config import AgentSpec, VideoConfig
 
@@ -39,6 +44,7 @@ class RouteTask:
     attempt: int  # 0-based
     agent: AgentSpec
     video: VideoConfig
+    agent_timeout_s: float | None = None  # per-call agent watchdog (s); None: off
 
 
 @dataclass
@@ -58,8 +64,10 @@ class PlanLog:
 class RouteResult:
     task: RouteTask
     outcome: RouteOutcome | None
-    failure_kind: str | None = None  # None | "agent_load" | "simulator"
+    failure_kind: str | None = None  # None | "agent_load" | "simulator" | "invalid_route" | "agent_hung"
     error: str | None = None
+    status: str | None = None  # the record status of an invalid_route / agent_hung failure
+    worker_stale: bool = False  # a thread of the worker is stuck in the agent: discard the worker
     sensors: list[dict[str, Any]] = field(default_factory=list)
     video: bytes | None = None
     notes: list[str] = field(default_factory=list)
@@ -170,10 +178,22 @@ def run_task(
             result.notes.append(f"{type(agent).__name__} has no get_debug_frame(): no video for {task.record_id}")
     collector = _TickCollector(agent, frames_on, task.video, task.record_id, progress,
                                context=getattr(backend, "context_view", None))
-    try:
-        outcome = backend.run_route(
+    watch = AgentWatch()
+    if not loads_itself and not watch.watch(agent):
+        result.notes.append(f"{type(agent).__name__} cannot be wrapped: no agent watchdog and no control check for {task.record_id}")
+
+    def route() -> RouteOutcome:
+        return backend.run_route(
             task.route, agent, task.agent.config, repetition=task.repetition, seed=task.seed, on_tick=collector
         )
+
+    try:
+        outcome, hang = run_watched(route, watch, None if loads_itself else task.agent_timeout_s)
+    except RouteInvalidError as exc:
+        result.failure_kind, result.status = "invalid_route", scoring.STATUS_SIM_CRASH
+        result.error = f"invalid route: {exc}"
+        result.wall_s = time.monotonic() - t0
+        return result
     except Exception as exc:
         result.failure_kind = "simulator"
         result.error = f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=6)}"
@@ -184,6 +204,13 @@ def run_task(
                 pass
         result.wall_s = time.monotonic() - t0
         return result
+    if hang is not None:
+        result.failure_kind, result.status, result.worker_stale = "agent_hung", hang.status, True
+        result.error = hang.message + (f"\nstuck at:\n{hang.stack}" if hang.stack else "")
+        result.wall_s = time.monotonic() - t0
+        return result
+    if watch.nonfinite is not None and outcome.status == scoring.STATUS_AGENT_CRASH:
+        outcome.error = watch.nonfinite  # the one-line cause, not the backend's traceback
     result.outcome = outcome
     if not loads_itself:
         try:

@@ -74,6 +74,53 @@ class VideoConfig:
 
 
 @dataclass(frozen=True)
+class WatchdogConfig:
+    """Time limits that keep a hung agent or simulator from stalling a run (docs/harness.md).
+
+    The wall-clock limit of one route attempt (:meth:`route_limit_s`) is ``RunConfig.route_timeout_s``
+    when given (``0``: no limit), otherwise ``startup_s + game_limit_s / realtime_factor`` with the route's game-time limit
+    ``game_limit_s = 60 s + L / (3 m/s)`` (L: waypoint polyline length in m, the sandbox's route
+    timeout rule) and ``realtime_factor`` the slowest expected ratio of game time to wall time.
+
+    ``agent_timeout_s``: per-call agent watchdog, as the leaderboard's: one ``setup()`` or
+    ``run_step()`` call that takes longer ends the route as "Failed - Agent couldn't be set up" /
+    "Failed - Agent crashed" ("Agent took longer than Ns to send its command"); ``0`` switches it
+    off. The default is the leaderboard evaluator's ``--timeout`` (300 s).
+    """
+
+    realtime_factor: float = 0.1
+    startup_s: float = 300.0
+    agent_timeout_s: float = 300.0
+
+    GAME_LIMIT_BASE_S = 60.0
+    GAME_LIMIT_SPEED_MPS = 3.0
+
+    def __post_init__(self) -> None:
+        if not self.realtime_factor > 0:
+            raise ValueError(f"realtime factor must be > 0, got {self.realtime_factor}")
+        if self.startup_s < 0:
+            raise ValueError(f"watchdog startup allowance must be >= 0 s, got {self.startup_s}")
+        if self.agent_timeout_s < 0:
+            raise ValueError(f"agent timeout must be >= 0 s (0 = no watchdog), got {self.agent_timeout_s}")
+
+    @classmethod
+    def game_limit_s(cls, route_length_m: float) -> float:
+        """Game-time limit of a route of that length (s)."""
+        return cls.GAME_LIMIT_BASE_S + max(route_length_m, 0.0) / cls.GAME_LIMIT_SPEED_MPS
+
+    def route_limit_s(self, route_length_m: float, explicit_s: float | None = None) -> float | None:
+        """Wall-clock limit of one attempt at a route of that length (s); None: no limit.
+        ``explicit_s`` (``--route-timeout``) wins when given; 0 means no limit."""
+        if explicit_s is not None:
+            return explicit_s or None
+        return self.startup_s + self.game_limit_s(route_length_m) / self.realtime_factor
+
+    @property
+    def agent_limit_s(self) -> float | None:
+        return self.agent_timeout_s or None
+
+
+@dataclass(frozen=True)
 class RunConfig:
     """One ``carla-eval run``."""
 
@@ -90,9 +137,12 @@ class RunConfig:
     video: VideoConfig = field(default_factory=VideoConfig)
     retries: int = 2
     penalty_formula: PenaltyFormula = "2.0"
-    route_timeout_s: float | None = None  # wall-clock limit per route attempt; None = no limit
+    route_timeout_s: float | None = None  # wall-clock limit per route attempt; None: derived (WatchdogConfig); 0: none
+    watchdog: WatchdogConfig = field(default_factory=WatchdogConfig)
     save_traces: bool = True
     show_progress: bool = True
+    allow_code_change: bool = False  # --resume under another git revision (then every revision is recorded)
+    ray_connect_timeout_s: float = 30.0  # joining --ray-address auto / HOST:PORT
 
     def __post_init__(self) -> None:
         if self.workers < 1:
@@ -103,8 +153,10 @@ class RunConfig:
             raise ValueError(f"retries must be >= 0, got {self.retries}")
         if self.penalty_formula not in ("2.0", "2.1"):
             raise ValueError(f"penalty formula must be '2.0' or '2.1', got {self.penalty_formula!r}")
-        if self.route_timeout_s is not None and self.route_timeout_s <= 0:
-            raise ValueError(f"route timeout must be > 0 s, got {self.route_timeout_s}")
+        if self.route_timeout_s is not None and self.route_timeout_s < 0:
+            raise ValueError(f"route timeout must be >= 0 s (0 = no limit), got {self.route_timeout_s}")
+        if not self.ray_connect_timeout_s > 0:
+            raise ValueError(f"Ray connect timeout must be > 0 s, got {self.ray_connect_timeout_s}")
 
 
 def route_seed(base_seed: int, route_id: str, repetition: int, route_file_seed: int | None = None) -> int:

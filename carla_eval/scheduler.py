@@ -5,8 +5,12 @@ died, the backend raised, or the agent could not be loaded) goes back to the FRO
 with ``attempt + 1`` until ``retries`` retries are used up; then the route is given up with
 "Failed - Simulation crashed" (simulator exception, worker death, time limit) or
 "Failed - Agent couldn't be set up" (the agent cannot be imported or built, as the leaderboard
-records it). Dead workers are replaced. Every task ends in exactly one ``on_done`` or ``on_given_up``
-call, in the main process.
+records it). An invalid route or a hung agent (``RouteResult.status`` set) is given up at once
+with that status, without retries. Dead workers are replaced. Every task ends in exactly one
+``on_done`` or ``on_given_up`` call, in the main process.
+
+Time limits: ``route_limit_s(task)`` gives each attempt's wall-clock limit (None: none); a worker
+over it is killed and the attempt counts as a crash.
 """
 
 from __future__ import annotations
@@ -43,14 +47,14 @@ class SchedulerHooks:
 
 class Scheduler:
     def __init__(self, pool: WorkerPool, hooks: SchedulerHooks, retries: int = 2, route_timeout_s: float | None = None,
-                 poll_s: float = 0.25) -> None:
+                 poll_s: float = 0.25, route_limit_s: Callable[[RouteTask], float | None] | None = None) -> None:
         self.pool = pool
         self.hooks = hooks
         self.retries = retries
-        self.route_timeout_s = route_timeout_s
+        self.route_limit_s = route_limit_s or (lambda task: route_timeout_s)
         self.poll_s = poll_s
         self._running: dict[int, tuple[RouteTask, float]] = {}
-        self._timed_out: set[int] = set()
+        self._timed_out: dict[int, float] = {}  # worker -> the limit it went over
         self._wall: dict[str, float] = {}
 
     def _retry_or_give_up(self, queue: deque[RouteTask], task: RouteTask, kind: str, error: str, wall_s: float) -> None:
@@ -81,7 +85,10 @@ class Scheduler:
                 elif isinstance(event, TaskDone):
                     self._running.pop(event.worker, None)
                     result = event.result
-                    if result.failure_kind is None:
+                    if result.status is not None:  # invalid route, hung agent: never retried
+                        wall = self._wall.pop(result.task.record_id, 0.0) + result.wall_s
+                        self.hooks.on_given_up(GivenUp(result.task, result.status, result.error or "", result.task.attempt + 1, wall))
+                    elif result.failure_kind is None:
                         self._wall.pop(result.task.record_id, None)
                         self.hooks.on_done(result)
                     else:
@@ -90,17 +97,17 @@ class Scheduler:
                     running = self._running.pop(event.worker, None)
                     reason = event.reason
                     if event.worker in self._timed_out:
-                        self._timed_out.discard(event.worker)
-                        reason = f"route exceeded the time limit of {self.route_timeout_s} s; worker stopped"
+                        limit = self._timed_out.pop(event.worker)
+                        reason = f"route exceeded the time limit of {limit:g} s; worker stopped"
                     self.hooks.on_note(f"worker {event.worker} died: {reason}; starting a new one")
                     self.pool.replace(event.worker)
                     task = event.task or (running[0] if running else None)
                     if task is not None:
                         wall = time.monotonic() - running[1] if running else 0.0
                         self._retry_or_give_up(queue, task, "simulator", f"worker died: {reason}", wall)
-            if self.route_timeout_s is not None:
-                now = time.monotonic()
-                for worker, (task, started) in list(self._running.items()):
-                    if worker not in self._timed_out and now - started > self.route_timeout_s:
-                        self._timed_out.add(worker)
-                        self.pool.kill(worker)
+            now = time.monotonic()
+            for worker, (task, started) in list(self._running.items()):
+                limit = self.route_limit_s(task)
+                if limit is not None and worker not in self._timed_out and now - started > limit:
+                    self._timed_out[worker] = limit
+                    self.pool.kill(worker)

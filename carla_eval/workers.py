@@ -65,6 +65,9 @@ def worker_main(conn: Connection, backend_spec: BackendSpec, agent_spec: AgentSp
                 conn.send(("result", result))
             except (pickle.PicklingError, TypeError, AttributeError) as exc:
                 conn.send(("result", RouteResult(payload, None, "simulator", f"route result cannot be sent back: {exc!r}")))
+            if result.worker_stale:  # a thread is stuck in the agent: this process cannot be reused
+                conn.close()
+                os._exit(0)
     except (BrokenPipeError, EOFError, OSError):
         pass
     finally:
@@ -82,6 +85,7 @@ class _Slot:
         self.ready = False
         self.task: RouteTask | None = None
         self.dead = False
+        self.stale = False  # it reported a hung agent and exits
 
 
 class LocalWorkerPool:
@@ -138,6 +142,8 @@ class LocalWorkerPool:
             pass  # the death shows up in poll()
 
     def _died(self, i: int, slot: _Slot, reason: str) -> WorkerDied:
+        if slot.stale:
+            reason = "worker retired after a hung agent (its thread cannot be stopped)"
         slot.dead = True
         slot.process.join(timeout=2.0)
         code = slot.process.exitcode
@@ -182,6 +188,7 @@ class LocalWorkerPool:
                     events.append(TaskProgress(i, rid, step, rc))
                 elif kind == "result":
                     slot.task = None
+                    slot.stale = slot.stale or bool(getattr(payload, "worker_stale", False))
                     events.append(TaskDone(i, payload))
         for sentinel, (i, slot) in sentinels.items():
             if sentinel in ready and not slot.dead:

@@ -25,13 +25,13 @@ from typing import Any, Callable
 import numpy as np
 
 from carla_eval import scoring
-from carla_eval.backend import RouteOutcome, RouteTrace, TickInfo
+from carla_eval.backend import RouteInvalidError, RouteOutcome, RouteTrace, TickInfo
 from carla_eval.routes import RouteConfig
 from carla_eval.sandbox.config import SandboxConfig
 from carla_eval.sandbox.criteria import RouteCriteria
 from carla_eval.sandbox.map_index import MapIndex, get_map_index
-from carla_eval.sandbox.route_plan import GlobalPlan, RoutePlan, RoutePlanner, build_global_plan
-from carla_eval.sandbox.scenarios import SCENARIO_ABILITIES, Scenario, ScenarioContext, build_scenarios
+from carla_eval.sandbox.route_plan import GlobalPlan, RoutePlan, RoutePlanError, RoutePlanner, build_global_plan
+from carla_eval.sandbox.scenarios import SCENARIO_ABILITIES, Scenario, ScenarioContext, ScenarioError, build_scenarios
 from carla_eval.sandbox.camera.appearance import route_appearance
 from carla_eval.sandbox.sensors import EgoReading, SensorConfigError, SensorSuite
 from carla_eval.sandbox.towns import Town, get_town
@@ -136,24 +136,48 @@ class SandboxBackend:
         self._context_cameras: dict[str, Any] = {}
 
     # ----------------------------------------------------------------- set-up
+    @classmethod
+    def route_error(cls, route: RouteConfig, options: dict[str, Any]) -> str | None:
+        """Why ``route`` can never run here (malformed, unknown town, waypoints that cannot be
+        joined along the lanes), or None; ``options`` are the backend options of the run."""
+        from carla_eval.backend_factory import dataclass_from_options
+
+        config = dataclass_from_options(SandboxConfig, options) if options else SandboxConfig()
+        try:
+            cls._plan(route, config)
+        except RouteInvalidError as exc:
+            return str(exc)
+        return None
+
+    @staticmethod
+    def _plan(route: RouteConfig, config: SandboxConfig) -> tuple[Town, MapIndex, RoutePlan]:
+        if route.error:
+            raise RouteInvalidError(f"route {route.route_id!r} is malformed: {route.error}")
+        try:
+            town = get_town(route.town)
+            index = get_map_index(town)
+            plan = RoutePlanner(index, config.route_plan).plan([w[:2] for w in route.waypoints])
+        except (RoutePlanError, ValueError) as exc:
+            raise RouteInvalidError(f"route {route.route_id!r}: {exc}") from exc
+        return town, index, plan
+
     def prepare(self, route: RouteConfig, seed: int) -> RouteSession:
         """Build the world, plan and scenarios of ``route`` (no agent involved).
 
-        Raises ValueError for a malformed route, an unknown town, waypoints off the lanes or an
-        invalid scenario.
+        Raises RouteInvalidError (a ValueError) for a malformed route, an unknown town, waypoints
+        off the lanes or an invalid scenario.
         """
-        if route.error:
-            raise ValueError(f"route {route.route_id!r} is malformed: {route.error}")
-        town = get_town(route.town)
-        index = get_map_index(town)
+        town, index, plan = self._plan(route, self.config)
         paths = get_town_paths(town, index)
-        plan = RoutePlanner(index, self.config.route_plan).plan([w[:2] for w in route.waypoints])
         gplan = build_global_plan(plan, town.geo, self.config.plan_sample_distance)
         world = World(index, paths, seed, self.config.dt, self.model)
         world.spawn_ego(plan.xy[0], float(plan.yaw[0]))
         traffic = TrafficManager(world, paths, self.config.traffic)
         ctx = ScenarioContext(world, plan, index, traffic)
-        scenarios = build_scenarios(route.scenarios, ctx)
+        try:
+            scenarios = build_scenarios(route.scenarios, ctx)
+        except ScenarioError as exc:
+            raise RouteInvalidError(f"route {route.route_id!r}: {exc}") from exc
         for sc in scenarios:
             sc.start()
         traffic.populate()

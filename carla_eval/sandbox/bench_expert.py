@@ -5,7 +5,9 @@
 One process, rendering on (the expert asks for the carla-3cam cameras like the agent). Reports
 per route: status, driving score (DS = RC x IP), route completion, infractions; overall: mean DS
 and RC, success rate, vehicle / layout collisions per km driven, and the simulation speed
-(simulated seconds per wall-clock second, sensors + expert + world included).
+(simulated seconds per wall-clock second, sensors + expert + world included) and the same per
+second of the process's CPU time (``time.process_time``: the speed on a core of its own, whatever
+else the machine runs).
 """
 
 from __future__ import annotations
@@ -36,7 +38,9 @@ def run_suite(routes_path: str, subset: str | None = None, default_seed: int = 0
     wall0 = time.perf_counter()
     for route in routes:
         expert = backend.create_expert_agent()
+        cpu0 = time.process_time()
         out = backend.run_route(route, expert, "", seed=route_seed(route, default_seed))
+        cpu_s = time.process_time() - cpu0
         driven_m = out.route_length * out.scores["score_route"] / 100.0
         row = {
             "route_id": route.route_id,
@@ -51,6 +55,7 @@ def run_suite(routes_path: str, subset: str | None = None, default_seed: int = 0
             "driven_m": driven_m,
             "game_s": out.duration_game,
             "wall_s": out.duration_system,
+            "cpu_s": cpu_s,
             "collisions_vehicle": len(out.infractions["collisions_vehicle"]),
             "collisions_layout": len(out.infractions["collisions_layout"]),
             "infractions": {k: v for k, v in out.infractions.items() if v and k != "min_speed_infractions"},
@@ -79,6 +84,7 @@ def run_suite(routes_path: str, subset: str | None = None, default_seed: int = 0
         "game_seconds": game,
         "wall_seconds": wall,
         "sim_speed": game / max(sum(r["wall_s"] for r in rows), 1e-9),
+        "sim_speed_cpu": game / max(sum(r["cpu_s"] for r in rows), 1e-9),
         "ms_per_tick": {k: 1e3 * sum(r[f"{k}_s"] for r in rows) / max(sum(r["ticks"] for r in rows), 1) for k in ("sensor", "agent", "world")},
         "machine": f"{platform.machine()} {platform.processor() or ''} {os.cpu_count()} cores, Python {platform.python_version()}".strip(),
     }
@@ -97,7 +103,8 @@ def main(argv: list[str] | None = None) -> None:
     print(
         f"\nroutes {s['routes']}  DS {s['driving_score']:.2f}  RC {s['route_completion']:.2f}  SR {s['success_rate']:.1f}%  "
         f"vehicle collisions/km {s['collisions_vehicle_per_km']:.3f}  layout/km {s['collisions_layout_per_km']:.3f}  "
-        f"km {s['km_driven']:.2f}  sim {s['game_seconds']:.0f}s in {s['wall_seconds']:.0f}s wall -> {s['sim_speed']:.1f}x real time\n"
+        f"km {s['km_driven']:.2f}  sim {s['game_seconds']:.0f}s in {s['wall_seconds']:.0f}s wall -> {s['sim_speed']:.1f}x real time "
+        f"({s['sim_speed_cpu']:.1f}x per CPU second)\n"
         f"ms per tick: sensors {s['ms_per_tick']['sensor']:.2f}, expert {s['ms_per_tick']['agent']:.2f}, world {s['ms_per_tick']['world']:.2f}"
     )
     if args.json:

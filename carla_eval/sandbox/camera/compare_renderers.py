@@ -4,7 +4,9 @@
 
 Both draw the same scene of :func:`~carla_eval.sandbox.camera.scene.build_scene` (same meshes,
 textures and draw order) plus 24 cars, for the carla-3cam cameras at 288 x 160, and the script
-prints the median time per tick of each (render + read-back of the three BGRA images). moderngl
+prints the median wall and CPU time (``time.process_time``, all threads) per tick of each (render +
+read-back of the three BGRA images); run it with ``LP_NUM_THREADS=1`` so llvmpipe uses one core, as
+p3tinydisplay does. moderngl
 needs ``pip install moderngl`` and Debian's ``libegl-mesa0 libgl1-mesa-dri``; it is not a
 dependency of the project (see docs/sandbox.md for the measured numbers and the choice).
 """
@@ -22,7 +24,7 @@ from agent.rigs import get_rig
 from carla_eval.projection import PinholeCamera, rotation_matrix
 from carla_eval.sandbox.camera.appearance import PRESETS
 from carla_eval.sandbox.camera.benchmark import _scene_vehicles
-from carla_eval.sandbox.camera.renderer import NEAR_M, FAR_M, PerspectiveRenderer, vehicle_vertices
+from carla_eval.sandbox.camera.renderer import FAR_M, NEAR_M, PerspectiveRenderer
 from carla_eval.sandbox.camera.scene import LAYERS, box_geometry, build_scene
 from carla_eval.sandbox.camera.textures import asphalt_texture, grass_texture
 from carla_eval.sandbox.map_index import get_map_index
@@ -93,10 +95,6 @@ def moderngl_ticks(town: str, ticks: int, vehicles: int) -> float:
     for t in tex.values():
         t.repeat_x = t.repeat_y = True
         t.filter = (moderngl.LINEAR, moderngl.LINEAR)
-    car = vehicle_vertices(1.0, 1.0)
-    cpos, ccol, ctri = [], [], []
-    for k in range(0, len(car), 4):
-        pass
     parts = []
     for (cx, cy), size, z0, tone in [((0.0, 0.0), (1.0, 1.0, 0.75), 0.35, 1.0), ((-0.05, 0.0), (0.52, 0.86, 0.55), 1.1, 0.3)]:
         p, shade, tr = box_geometry((cx, cy), 0.0, size, z0)
@@ -116,7 +114,7 @@ def moderngl_ticks(town: str, ticks: int, vehicles: int) -> float:
         s = min(50.0 + k, lane.length - 1.0)
         p = np.asarray(lane.position(s, 0.0))
         h = float(lane.heading_at(s))
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         fbo.clear(0.3, 0.5, 0.8, 1.0)
         x0 = 0
         for cam in cams:
@@ -141,8 +139,8 @@ def moderngl_ticks(town: str, ticks: int, vehicles: int) -> float:
                 car_vao.render()
         data = fbo.read(components=4)
         _ = [np.frombuffer(data, np.uint8).reshape(160, width, 4)[:, i * 288:(i + 1) * 288].copy() for i in range(3)]
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times[5:]) * 1e3)
+        times.append((time.perf_counter() - t0, time.process_time() - c0))
+    return _medians(times)
 
 
 def panda_ticks(town: str, ticks: int, vehicles: int) -> float:
@@ -155,11 +153,16 @@ def panda_ticks(town: str, ticks: int, vehicles: int) -> float:
     for k in range(ticks):
         s = min(50.0 + k, lane.length - 1.0)
         p = np.asarray(lane.position(s, 0.0))
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         r.render(float(p[0]), float(p[1]), float(lane.heading_at(s)), [ego, *others])
-        times.append(time.perf_counter() - t0)
+        times.append((time.perf_counter() - t0, time.process_time() - c0))
     r.close()
-    return float(np.median(times[5:]) * 1e3)
+    return _medians(times)
+
+
+def _medians(times: list[tuple[float, float]]) -> tuple[float, float]:
+    arr = np.array(times[5:]) * 1e3
+    return float(np.median(arr[:, 0])), float(np.median(arr[:, 1]))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -168,13 +171,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ticks", type=int, default=200)
     parser.add_argument("--vehicles", type=int, default=24)
     args = parser.parse_args(argv)
-    print(f"panda3d p3tinydisplay: {panda_ticks(args.town, args.ticks, args.vehicles):.2f} ms / tick (median)")
+    wall, cpu = panda_ticks(args.town, args.ticks, args.vehicles)
+    print(f"panda3d p3tinydisplay:   {wall:.2f} ms wall, {cpu:.2f} ms CPU per tick (medians)")
     try:
-        ms = moderngl_ticks(args.town, args.ticks, args.vehicles)
+        wall, cpu = moderngl_ticks(args.town, args.ticks, args.vehicles)
     except Exception as exc:  # no moderngl, no EGL: say so
         print(f"moderngl / EGL: not available here ({type(exc).__name__}: {exc})")
     else:
-        print(f"moderngl / EGL llvmpipe: {ms:.2f} ms / tick (median)")
+        print(f"moderngl / EGL llvmpipe: {wall:.2f} ms wall, {cpu:.2f} ms CPU per tick (medians)")
     return 0
 
 
