@@ -93,6 +93,11 @@ class RunConfig:
     route_timeout_s: float | None = None  # wall-clock limit per route attempt; None = no limit
     save_traces: bool = True
     show_progress: bool = True
+    gpus: tuple[int, ...] = ()  # --gpus: worker slot i gets gpus[i // workers_per_gpu]
+    workers_per_gpu: int = 1
+    retry_statuses: tuple[str, ...] | None = None  # outcome statuses run again; None: the backend's default
+    record: bool = False  # --record: a CARLA recorder file per route (RUN_DIR/recordings/)
+    weather_table: Path | None = None  # weather.xml naming the weather of routes without a weather_id
 
     def __post_init__(self) -> None:
         if self.workers < 1:
@@ -105,6 +110,13 @@ class RunConfig:
             raise ValueError(f"penalty formula must be '2.0' or '2.1', got {self.penalty_formula!r}")
         if self.route_timeout_s is not None and self.route_timeout_s <= 0:
             raise ValueError(f"route timeout must be > 0 s, got {self.route_timeout_s}")
+        if self.retry_statuses is not None and "Failed - TickRuntime" in self.retry_statuses:
+            raise ValueError("'Failed - TickRuntime' (an agent that got stuck) is a result, not a crash: it is never retried")
+        if self.workers_per_gpu < 1:
+            raise ValueError(f"workers per GPU must be >= 1, got {self.workers_per_gpu}")
+        if self.gpus and self.workers > len(self.gpus) * self.workers_per_gpu:
+            raise ValueError(f"{self.workers} workers need more GPU slots than --gpus {','.join(map(str, self.gpus))} x "
+                             f"--workers-per-gpu {self.workers_per_gpu} = {len(self.gpus) * self.workers_per_gpu}")
 
 
 def route_seed(base_seed: int, route_id: str, repetition: int, route_file_seed: int | None = None) -> int:

@@ -41,13 +41,14 @@ from carla_eval.results import (
 )
 from carla_eval.route_job import RouteResult, RouteTask
 from carla_eval.routes import RouteConfig, RouteFileError, parse_routes_file, select_routes
-from carla_eval.run_config import RunConfig, route_file_seed, route_seed
+from carla_eval.run_config import BackendSpec, RunConfig, route_file_seed, route_seed
 from carla_eval.scheduler import GivenUp, Scheduler, SchedulerHooks
 from carla_eval import scoring
 
 METRICS_FILENAME = "metrics.json"
 TRACES_DIRNAME = "traces"
 VIDEOS_DIRNAME = "videos"
+RECORDINGS_DIRNAME = "recordings"
 LOG_FILENAME = "run.log"
 
 
@@ -159,6 +160,16 @@ class _RunWriter:
         self.videos: list[Path] = []
         self._notes_seen: set[str] = set()
         self._log = open(self.out / LOG_FILENAME, "a", encoding="utf-8")
+        self._weather_table = None
+        if config.weather_table is not None:
+            from carla_eval.weather import read_weather_table
+
+            self._weather_table = read_weather_table(config.weather_table)
+
+    def weather_of(self, route: RouteConfig) -> int | str | None:
+        from carla_eval.weather import route_weather_id
+
+        return route_weather_id(route, self._weather_table)
 
     def close(self) -> None:
         self._log.close()
@@ -195,8 +206,10 @@ class _RunWriter:
             path = self.out / VIDEOS_DIRNAME / f"{name}.mp4"
             atomic_write_bytes(path, result.video)
             self.videos.append(path)
-        if not self.store.sensors and result.sensors:
-            self.store.sensors = sensor_icons(result.sensors)
+        if not self.store.sensors and (result.sensors or outcome.sensor_icons):
+            self.store.sensors = list(outcome.sensor_icons) or sensor_icons(result.sensors)
+        if outcome.weather_id is None:
+            outcome.weather_id = self.weather_of(task.route)
         keep = self.config.backend.name == "carla" and self.config.penalty_formula == "2.0"
         record = record_from_outcome(
             outcome, task.index, penalty_formula=self.config.penalty_formula, seed=task.seed, attempts=task.attempt + 1,
@@ -208,7 +221,8 @@ class _RunWriter:
         task = g.task
         self.note(f"{task.record_id}: giving up after {g.attempts} attempt(s): {g.status}: {g.error.splitlines()[0]}")
         self._commit(failure_record(task.route, task.repetition, task.index, status=g.status, error=g.error,
-                                    seed=task.seed, attempts=g.attempts, duration_system=g.wall_s))
+                                    seed=task.seed, attempts=g.attempts, duration_system=g.wall_s,
+                                    weather=self.weather_of(task.route)))
 
     def record_invalid_route(self, task: RouteTask) -> None:
         error = f"invalid route: {task.route.error}"
@@ -218,13 +232,33 @@ class _RunWriter:
 
 
 def _make_pool(config: RunConfig, size: int) -> Any:
+    from carla_eval.placement import spec_for_run
+
+    backend = spec_for_run(config.backend, config.route_timeout_s)
+    if config.record:
+        backend = BackendSpec(backend.name, {**backend.options, "record_dir": str(Path(config.out_dir).resolve() / RECORDINGS_DIRNAME)})
     if config.ray_address:
         from carla_eval.ray_pool import RayWorkerPool
 
-        return RayWorkerPool(size, config.backend, config.agent, config.ray_address)
+        return RayWorkerPool(size, backend, config.agent, config.ray_address,
+                             gpus_per_worker=(1.0 / config.workers_per_gpu) if config.gpus else 0.0,
+                             num_gpus=len(config.gpus) if config.gpus else None)
     from carla_eval.workers import LocalWorkerPool
 
-    return LocalWorkerPool(size, config.backend, config.agent)
+    return LocalWorkerPool(size, backend, config.agent, config.gpus, config.workers_per_gpu)
+
+
+def retry_statuses_of(config: RunConfig) -> tuple[str, ...]:
+    """Outcome statuses the run retries: ``--retry-status`` or the backend's default (CARLA: carla_garage's)."""
+    if config.retry_statuses is not None:
+        return tuple(config.retry_statuses)
+    from carla_eval.backend_factory import BackendError, resolve_backend_class
+
+    try:
+        cls = resolve_backend_class(config.backend.name)
+    except BackendError:
+        return ()
+    return tuple(getattr(cls, "default_retry_statuses", ()))
 
 
 def run_metrics(config: RunConfig, store: ResultsStore, plan: RunPlan) -> Metrics:
@@ -281,7 +315,8 @@ def run(config: RunConfig, console: Console | None = None, argv: list[str] | Non
                     on_progress=progress.route_progress,
                     on_note=writer.note,
                 )
-                Scheduler(pool, hooks, retries=config.retries, route_timeout_s=config.route_timeout_s).run(runnable)
+                Scheduler(pool, hooks, retries=config.retries, route_timeout_s=config.route_timeout_s,
+                          retry_statuses=retry_statuses_of(config)).run(runnable)
     except KeyboardInterrupt:
         interrupted = True
         if pool is not None:
