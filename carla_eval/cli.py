@@ -90,6 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--frames", type=Path, default=None, help="dump rendered frames as PNG here")
     rep.add_argument("--fps", type=int, choices=[10, 20], default=20)
     rep.add_argument("--no-video", action="store_true")
+    rep.add_argument("--rig", default=None, help="CARLA runs: sensor rig of the cameras (default: the agent config's)")
 
     # training-data collection and grounding probes live in their own modules
     from carla_eval import collect, probe
@@ -196,6 +197,11 @@ def _replay(args: argparse.Namespace, console: Console) -> int:
     from carla_eval.results import ResultsFileError
 
     try:
+        from carla_eval.manifest import RunManifest
+
+        manifest = RunManifest.load(args.run_dir)
+        if manifest.identity.get("backend") == "carla":
+            return _replay_carla(args, console, manifest)
         out = args.out
         if out is None and not args.no_video:
             rec = find_record(args.run_dir, args.route, args.repetition)
@@ -213,6 +219,24 @@ def _replay(args: argparse.Namespace, console: Console) -> int:
     if not result.reproduced:
         console.print("[bold red]the replay did NOT reproduce the recorded trajectory[/]")
         return EXIT_REPLAY_MISMATCH
+    return EXIT_OK
+
+
+def _replay_carla(args: argparse.Namespace, console: Console, manifest: Any) -> int:
+    from carla_eval.carla_replay import CarlaReplayError, replay_carla_record
+    from carla_eval.replay import ReplayError, find_record
+
+    try:
+        rec = find_record(args.run_dir, args.route, args.repetition)
+        out = None if args.no_video else (args.out or args.run_dir / "replays" / f"{rec['save_name']}.mp4")
+        result = replay_carla_record(args.run_dir, rec, manifest.identity.get("backend_options", {}),
+                                     manifest.identity.get("agent_config") or None, out, args.frames, args.fps, args.rig)
+    except (CarlaReplayError, ReplayError, ValueError, OSError) as exc:
+        console.print(f"[bold red]carla-eval replay: {exc}[/]")
+        return EXIT_USAGE
+    console.print(f"{result.record_id}: {result.ticks} ticks replayed from {result.recording} in CARLA")
+    if result.video:
+        console.print(f"video: {result.video}")
     return EXIT_OK
 
 

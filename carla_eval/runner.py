@@ -107,6 +107,11 @@ def _check_inputs(config: RunConfig) -> None:
         backend_cls = resolve_backend_class(config.backend.name)
     except BackendError as exc:
         raise RunError(str(exc)) from exc
+    if config.record:
+        import inspect
+
+        if "record_dir" not in inspect.signature(backend_cls).parameters:
+            raise RunError(f"--record keeps CARLA recorder files; backend {config.backend.name!r} has none")
     if config.agent.is_expert and getattr(backend_cls, "loads_agent_from_file", False):
         raise RunError(f"backend {config.backend.name!r} has no built-in expert: pass --agent PATH.py")
     if not config.agent.is_expert and not Path(config.agent.path).is_file():

@@ -110,7 +110,106 @@ class Client:
         return "Replaying File: %s" % name
 
     def show_recorder_file_info(self, name, show_all=False):
-        return "Map: Town12\nDuration: 20 seconds\n"
+        self._ask("info %s" % name)
+        if not os.path.isfile(name):
+            return "File %s not found on server" % name
+        return "Version: 1\nMap: Town12\nDate: 12/01/26 10:11:12\n\nDuration: 1.5 seconds\n"
+
+    def load_world(self, town, reset_settings=True):
+        self._ask("load_world %s" % town)
+        return World(self)
+
+
+class Location:
+    def __init__(self, x=0.0, y=0.0, z=0.0):
+        self.x, self.y, self.z = x, y, z
+
+
+class Rotation:
+    def __init__(self, pitch=0.0, yaw=0.0, roll=0.0):
+        self.pitch, self.yaw, self.roll = pitch, yaw, roll
+
+
+class Transform:
+    def __init__(self, location=None, rotation=None):
+        self.location, self.rotation = location or Location(), rotation or Rotation()
+
+
+class _Obj:
+    def __init__(self, **kw):
+        self.__dict__.update(kw)
+
+
+class _Actors(list):
+    def filter(self, pattern):
+        return _Actors(a for a in self if a.type_id.startswith(pattern.rstrip("*")))
+
+
+class _Blueprint:
+    def __init__(self, name):
+        self.id, self.attrs = name, {}
+
+    def set_attribute(self, key, value):
+        self.attrs[key] = value
+
+
+class _Image:
+    def __init__(self, frame, width, height):
+        self.frame, self.width, self.height = frame, width, height
+        self.raw_data = bytes([90, 120, 150, 255]) * (width * height)
+
+
+class _Sensor:
+    def __init__(self, bp, world):
+        self.bp, self.world, self.callback = bp, world, None
+
+    def listen(self, callback):
+        self.callback = callback
+
+    def stop(self):
+        self.callback = None
+
+    def destroy(self):
+        self.world.sensors.remove(self)
+
+
+class World:
+    def __init__(self, client):
+        self.client, self.frame, self.sensors = client, 0, []
+        self.settings = _Obj(synchronous_mode=False, fixed_delta_seconds=None)
+        self.hero = _Obj(type_id="vehicle.lincoln.mkz_2020", attributes={"role_name": "hero"},
+                         get_velocity=lambda: _Obj(x=3.0, y=4.0, z=0.0),
+                         get_control=lambda: _Obj(throttle=0.5, steer=-0.1, brake=0.0))
+
+    def get_settings(self):
+        return self.settings
+
+    def apply_settings(self, settings):
+        self.settings = settings
+
+    def tick(self):
+        self.frame += 1
+        for s in list(self.sensors):
+            if s.callback is not None:
+                s.callback(_Image(self.frame, int(s.bp.attrs["image_size_x"]), int(s.bp.attrs["image_size_y"])))
+        return self.frame
+
+    def get_snapshot(self):
+        dt = self.settings.fixed_delta_seconds or 0.05
+        return _Obj(frame=self.frame, timestamp=_Obj(elapsed_seconds=self.frame * dt))
+
+    def get_actors(self):
+        return _Actors([self.hero])
+
+    def get_blueprint_library(self):
+        return _Obj(find=lambda name: _Blueprint(name))
+
+    def spawn_actor(self, bp, transform, attach_to=None):
+        if attach_to is not self.hero:
+            raise RuntimeError("sensors must be attached to the hero")
+        sensor = _Sensor(bp, self)
+        self.sensors.append(sensor)
+        return sensor
 '''
 
 _COMMON_EVAL = r'''

@@ -147,3 +147,35 @@ def test_gpus_retries_sensors_weather_and_recordings_reach_the_run(tmp_path):
     assert rec3["recording"] and Path(rec3["recording"]).is_file()
     assert Path(rec3["recording"]).parent == (out / "recordings").resolve()
     assert _wait_gone(_all_recorded(work)) == []
+
+
+def test_carla_replay_starts_a_server_replays_the_recording_and_writes_the_video(tmp_path):
+    from carla_eval.video import probe_video
+
+    s = make_standins(tmp_path)
+    work = tmp_path / "work"
+    out = tmp_path / "run"
+    config = tmp_path / "agent.yaml"
+    config.write_text("model: .\nrig: carla-3cam\n")
+    run = subprocess.run(_cli(s, "leaderboard", _routes(tmp_path, ["7"]), out, work, "--record", "--agent-config", str(config)),
+                         env=_env(), capture_output=True, text=True, timeout=180)
+    assert run.returncode == 0, run.stdout + run.stderr
+    rec = json.loads((out / "results.json").read_text())["_checkpoint"]["records"][0]
+    starts_before = len(s.server_starts())
+    video = tmp_path / "replay.mp4"
+    rep = subprocess.run([sys.executable, "-m", "carla_eval.cli", "replay", str(out), "--route", "7", "--out", str(video),
+                          "--fps", "10"], env=_env(), capture_output=True, text=True, timeout=180)
+    assert rep.returncode == 0, rep.stdout + rep.stderr
+    assert "15 ticks replayed" in rep.stdout  # 1.5 s of recording at 10 fps
+    starts = s.server_starts()
+    assert len(starts) == starts_before + 1 and "-RenderOffScreen" in starts[-1]["args"]
+    replays = s.jsonl(s.carla_root / "replays.jsonl")
+    assert replays and replays[-1]["request"].startswith(f"replay {rec['recording']} 0.0 0.0 0")
+    info = probe_video(video)
+    assert info.frames == 15 and info.height >= 384
+    frames = [json.loads(line) for line in (out / "replays" / "RouteScenario_7_rep0_carla" / "frames" / "frames.jsonl").read_text().splitlines()]
+    assert set(frames[0]["images"]) == {"left", "front", "right"} and frames[0]["speed"] == pytest.approx(5.0)
+    assert _wait_gone(recorded_pgids(out / "replays" / "RouteScenario_7_rep0_carla" / "process_groups.jsonl")) == []
+    no_rec = subprocess.run([sys.executable, "-m", "carla_eval.cli", "replay", str(out), "--route", "7", "--rig", "nope"],
+                            env=_env(), capture_output=True, text=True, timeout=120)
+    assert no_rec.returncode == 2 and "unknown sensor rig" in no_rec.stdout
