@@ -143,6 +143,8 @@ def test_gpus_retries_sensors_weather_and_recordings_reach_the_run(tmp_path):
     assert {c["cuda"] for c in s.lb_calls()} == {"4", "6"}
     assert {a for st in s.server_starts() for a in st["args"] if a.startswith("-graphicsadapter")} == {
         "-graphicsadapter=4", "-graphicsadapter=6"}
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["abilities"]["Overtaking"]["n_routes"] == 3  # every Accident route in its ability
     rec3 = recs["RouteScenario_3_rep0"]
     assert rec3["recording"] and Path(rec3["recording"]).is_file()
     assert Path(rec3["recording"]).parent == (out / "recordings").resolve()
@@ -179,3 +181,27 @@ def test_carla_replay_starts_a_server_replays_the_recording_and_writes_the_video
     no_rec = subprocess.run([sys.executable, "-m", "carla_eval.cli", "replay", str(out), "--route", "7", "--rig", "nope"],
                             env=_env(), capture_output=True, text=True, timeout=120)
     assert no_rec.returncode == 2 and "unknown sensor rig" in no_rec.stdout
+
+
+def test_gpu_placement_and_ray_resources():
+    from carla_eval.placement import clean_timeout_s, gpu_for_slot, parse_gpus, spec_for_gpu, spec_for_run
+    from carla_eval.ray_pool import RayWorkerPool
+    from carla_eval.run_config import AgentSpec, BackendSpec, RunConfig
+
+    gpus = parse_gpus("0,1,2,3")
+    assert [gpu_for_slot(i, gpus, 2) for i in range(8)] == [0, 0, 1, 1, 2, 2, 3, 3]
+    with pytest.raises(ValueError, match="no GPU"):
+        gpu_for_slot(8, gpus, 2)
+    with pytest.raises(ValueError):
+        parse_gpus("0,0")
+    carla = BackendSpec("carla", {"carla_root": "/c"})
+    assert spec_for_gpu(carla, 3).options["gpu"] == 3
+    assert spec_for_gpu(BackendSpec("scripted"), 3).options == {}  # no gpu option there
+    assert spec_for_run(carla, 100.0).options["route_wall_timeout_s"] == clean_timeout_s(100.0) == 80.0
+    pool = RayWorkerPool(4, carla, AgentSpec("a.py"), "local", gpus_per_worker=0.5, num_gpus=2)
+    assert pool.actor_options() == {"num_cpus": 1.0, "max_restarts": 0, "num_gpus": 0.5}
+    assert "num_gpus" not in RayWorkerPool(1, carla, AgentSpec("a.py"), "local").actor_options()
+    with pytest.raises(ValueError, match="GPU slots"):
+        RunConfig(carla, Path("r.xml"), AgentSpec("a.py"), Path("o"), workers=3, gpus=(0,), workers_per_gpu=2)
+    with pytest.raises(ValueError, match="never retried"):
+        RunConfig(carla, Path("r.xml"), AgentSpec("a.py"), Path("o"), retry_statuses=("Failed - TickRuntime",))
