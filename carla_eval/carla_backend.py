@@ -562,8 +562,8 @@ class CarlaBackend:
         if code is None:
             self._evaluator.stop(self.stop_grace_s)
             self._evaluator = None
-            self.registry.stop_all(exclude=())  # the evaluator's own server too; ours is restarted
-            self._server = None
+            self._stop_server()  # a server left mid-route in synchronous mode: restarted before the next route
+            self.registry.stop_all()  # and whatever the evaluator started (Bench2Drive's own server)
             raise CarlaBackendError(f"{rid}: the evaluator exceeded {self.route_wall_timeout_s} s; stopped")
         self._evaluator = None
         # whatever the evaluator left behind (Bench2Drive's server, agent helpers) goes with it
