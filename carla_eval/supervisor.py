@@ -5,9 +5,11 @@ Bench2Drive's evaluator starts yet another server in ITS own session (``preexec_
 None of them dies with the worker: a worker SIGKILLed on ``--route-timeout``, or terminated by the
 pool on Ctrl-C, never runs ``backend.close()``. Two things make sure they are stopped anyway:
 
-- **Tag.** Every process the backend starts gets ``CARLA_EVAL_PROCESS_TAG=<tag>`` in its
-  environment, one tag per backend instance. Children inherit it, so the server that Bench2Drive
-  starts carries it too. The tag identifies processes; it changes nothing in their behaviour.
+- **Tag.** Every process the backend starts in its own session gets ``CARLA_EVAL_PROCESS_TAG=<tag>``
+  in its environment, one tag per backend instance. Children inherit it, so the server that
+  Bench2Drive starts carries it too. The tag identifies processes; it changes nothing in their
+  behaviour. Processes that stay in the owner's group (readiness probes) are not tagged, and the
+  owner's group is never signalled.
 - **Registry + supervisor.** :class:`ProcessGroupRegistry` records the process-group id of every
   group it started or found carrying the tag (in memory and, one JSON line each, in a file for
   inspection) and forwards it to a :class:`Supervisor`: a small process (``python -m
@@ -141,7 +143,8 @@ class Supervisor:
         self.tag = tag
         self.grace_s = grace_s
         self.log_path = log_path
-        cmd = [python, "-m", "carla_eval.supervisor", "--tag", tag, "--grace", f"{grace_s:g}"]
+        # the owner's own group (a spawned worker shares the main process's) is never signalled
+        cmd = [python, "-m", "carla_eval.supervisor", "--tag", tag, "--grace", f"{grace_s:g}", "--protect", str(os.getpgrp())]
         if log_path is not None:
             cmd += ["--log", str(log_path)]
         env = dict(os.environ)
@@ -230,9 +233,11 @@ class ProcessGroupRegistry:
                 f.write(json.dumps({"pgid": pgid, "what": what, "owner_pid": os.getpid(), "time": time.time()}) + "\n")
 
     def scan(self) -> None:
-        """Record the group of every tagged process not known yet (e.g. a server an evaluator started)."""
+        """Record the group of every tagged process not known yet (e.g. a server an evaluator started);
+        never the owner's own group."""
+        own = os.getpgrp()
         for pid, pgid in tagged_processes(self.tag):
-            if pgid not in self.groups:
+            if pgid not in self.groups and pgid != own:
                 self.add(pgid, f"found: pid {pid}")
 
     def start_watching(self, interval_s: float = 0.2) -> None:
@@ -295,6 +300,7 @@ def _main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tag", required=True)
     parser.add_argument("--grace", type=float, default=5.0)
     parser.add_argument("--log", type=Path, default=None)
+    parser.add_argument("--protect", type=int, action="append", default=[], help="process group never signalled")
     args = parser.parse_args(argv)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
@@ -307,7 +313,7 @@ def _main(argv: list[str] | None = None) -> int:
             elif parts[0] == "del":
                 groups.discard(int(parts[1]))
     # the owner is gone (or closed the pipe): stop what is left
-    signalled = stop_groups(groups, args.tag, args.grace)
+    signalled = stop_groups(groups, args.tag, args.grace, exclude=args.protect)
     if args.log is not None:
         with open(args.log, "a", encoding="utf-8") as f:
             f.write(json.dumps({"time": time.time(), "stopped_groups": signalled}) + "\n")

@@ -308,3 +308,25 @@ def test_sigkilled_worker_leaves_no_process(tmp_path, mode):
     finally:
         if worker.poll() is None:
             worker.kill()
+
+
+def test_only_tagged_groups_are_signalled():
+    from carla_eval.supervisor import TAG_ENV, new_tag, stop_groups
+
+    tag = new_tag("t")
+    sleeper = [sys.executable, "-c", "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(600)"]
+    tagged = subprocess.Popen(sleeper, env=dict(os.environ, **{TAG_ENV: tag}), start_new_session=True)
+    other = subprocess.Popen(sleeper, start_new_session=True)  # e.g. a group id recorded long ago, now reused
+    try:
+        time.sleep(0.5)
+        signalled = stop_groups([tagged.pid, other.pid], tag, grace_s=0.5)
+        assert signalled == [tagged.pid]
+        assert tagged.wait(timeout=10) is not None
+        assert other.poll() is None  # untouched: no member carries the tag
+        stop_groups([other.pid], new_tag("x"), grace_s=0.1)
+        assert other.poll() is None
+    finally:
+        for p in (tagged, other):
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGKILL)
+                p.wait(timeout=10)
