@@ -474,17 +474,22 @@ class CarlaBackend:
             self._weather_table = read_weather_table(self.weather_table)
         self._server: ManagedProcess | None = None
         self._evaluator: ManagedProcess | None = None
+        self._last_probe_error = ""
         self.server_starts = 0
 
     # ------------------------------------------------------------------------------ server
     def _probe(self, timeout_s: float) -> bool:
-        env = evaluator_env(self.eval_cfg, os.environ)
+        """Does the server answer ``get_server_version()`` (asked with the evaluator's Python)?"""
+        env = evaluator_env(self.eval_cfg, os.environ)  # untagged: the probe stays in this process's group
         try:
             proc = subprocess.run(probe_command(self.python, "127.0.0.1", self.ports.rpc, timeout_s), env=env,
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=timeout_s + 10.0,
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=timeout_s + 10.0,
                                   check=False)
         except subprocess.TimeoutExpired:
+            self._last_probe_error = f"the probe ran past {timeout_s + 10.0:g} s"
             return False
+        self._last_probe_error = proc.stderr.decode(errors="replace").strip().splitlines()[-1:] and \
+            proc.stderr.decode(errors="replace").strip().splitlines()[-1]
         return proc.returncode == 0
 
     def _ensure_server(self) -> None:
@@ -509,8 +514,12 @@ class CarlaBackend:
             time.sleep(0.5)
         alive = self._server.running()
         self._stop_server()
+        why = f" (last probe: {self._last_probe_error})" if self._last_probe_error else ""
+        if "No module named 'carla'" in why:
+            why += f"; the evaluator's Python {self.python} must import carla (option python / extra_pythonpath)"
         raise CarlaBackendError(f"CARLA server on port {self.ports.rpc} " +
-                                (f"did not answer within {self.startup_timeout_s} s" if alive else "exited while starting"))
+                                (f"did not answer within {self.startup_timeout_s} s" if alive else "exited while starting")
+                                + why)
 
     def _stop_server(self) -> None:
         if self._server is not None:

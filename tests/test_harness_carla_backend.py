@@ -330,3 +330,17 @@ def test_only_tagged_groups_are_signalled():
             if p.poll() is None:
                 os.killpg(p.pid, signal.SIGKILL)
                 p.wait(timeout=10)
+
+
+def test_a_python_without_carla_is_named(tmp_path):
+    s = make_standins(tmp_path)
+    route = parse_routes_file(s.routes_file(tmp_path))[0]
+    no_carla = tmp_path / "python-without-carla"  # an interpreter where `import carla` fails
+    no_carla.write_text("#!/bin/sh\necho \"ModuleNotFoundError: No module named 'carla'\" >&2\nexit 1\n")
+    no_carla.chmod(0o755)
+    b = _backend(s, tmp_path, "leaderboard", python=str(no_carla), startup_timeout_s=3.0)
+    try:
+        with pytest.raises(CarlaBackendError, match="must import carla"):
+            b.run_route(route, str(s.agent), "")
+    finally:
+        b.close()
