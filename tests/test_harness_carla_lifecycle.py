@@ -205,3 +205,54 @@ def test_gpu_placement_and_ray_resources():
         RunConfig(carla, Path("r.xml"), AgentSpec("a.py"), Path("o"), workers=3, gpus=(0,), workers_per_gpu=2)
     with pytest.raises(ValueError, match="never retried"):
         RunConfig(carla, Path("r.xml"), AgentSpec("a.py"), Path("o"), retry_statuses=("Failed - TickRuntime",))
+
+
+GPU_AGENT = '''
+import os
+from carla_eval.vehicle_control import make_control
+
+def get_entry_point():
+    return "GpuAgent"
+
+class GpuAgent:
+    def __init__(self, host, port, debug):
+        pass
+    def set_global_plan(self, gps, world):
+        pass
+    def setup(self, path_to_conf_file):
+        with open(os.path.join(path_to_conf_file, "gpu_%d.txt" % os.getpid()), "w") as f:
+            f.write(os.environ.get("CUDA_VISIBLE_DEVICES", "unset"))
+    def sensors(self):
+        return [{"type": "sensor.speedometer", "id": "speed"}]
+    def run_step(self, input_data, timestamp):
+        return make_control(0.6, 0.0, 0.0)
+    def __call__(self, input_data, timestamp):
+        return self.run_step(input_data, timestamp)
+    def destroy(self):
+        pass
+'''
+
+
+def test_in_process_agents_get_their_workers_gpu(tmp_path):
+    import io
+
+    from rich.console import Console
+
+    from carla_eval.run_config import AgentSpec, BackendSpec, RunConfig, VideoConfig
+    from carla_eval.runner import run
+    from carla_eval.scripted_backend import scripted_routes_xml
+
+    agent = tmp_path / "gpu_agent.py"
+    agent.write_text(GPU_AGENT)
+    seen = tmp_path / "seen"
+    seen.mkdir()
+    routes = tmp_path / "routes.xml"
+    routes.write_text(scripted_routes_xml([{"id": str(i)} for i in range(4)]))
+    config = RunConfig(BackendSpec("scripted", {"tick_sleep_s": 0.01}), routes, AgentSpec(str(agent), str(seen)),
+                       tmp_path / "run", workers=2, gpus=(5, 7), video=VideoConfig(mode="none"), show_progress=False)
+    summary = run(config, Console(file=io.StringIO()))
+    assert summary.recorded == 4
+    by_worker = {p.name: p.read_text() for p in seen.glob("gpu_*.txt")}  # one file per worker process
+    assert by_worker and set(by_worker.values()) <= {"5", "7"}  # never unset, never GPU 0
+    if len(by_worker) == 2:  # both workers ran routes: one per GPU
+        assert set(by_worker.values()) == {"5", "7"}
