@@ -72,7 +72,7 @@ def clean_timeout_s(route_timeout_s: float) -> float:
 
 def spec_for_run(spec: BackendSpec, route_timeout_s: float | None) -> BackendSpec:
     """Pass ``--route-timeout`` down as the backend's ``route_wall_timeout_s`` (when it has that
-    option and the user did not set it)."""
-    if route_timeout_s is None or "route_wall_timeout_s" in spec.options or not _accepts(spec.name, "route_wall_timeout_s"):
+    option and the user did not set it); None or 0 (no limit) passes nothing."""
+    if not route_timeout_s or "route_wall_timeout_s" in spec.options or not _accepts(spec.name, "route_wall_timeout_s"):
         return spec
     return replace(spec, options={**spec.options, "route_wall_timeout_s": clean_timeout_s(route_timeout_s)})

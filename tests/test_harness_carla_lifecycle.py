@@ -198,6 +198,7 @@ def test_gpu_placement_and_ray_resources():
     assert spec_for_gpu(carla, 3).options["gpu"] == 3
     assert spec_for_gpu(BackendSpec("scripted"), 3).options == {}  # no gpu option there
     assert spec_for_run(carla, 100.0).options["route_wall_timeout_s"] == clean_timeout_s(100.0) == 80.0
+    assert "route_wall_timeout_s" not in spec_for_run(carla, 0.0).options  # 0: no limit
     pool = RayWorkerPool(4, carla, AgentSpec("a.py"), "local", gpus_per_worker=0.5, num_gpus=2)
     assert pool.actor_options() == {"num_cpus": 1.0, "max_restarts": 0, "num_gpus": 0.5}
     assert "num_gpus" not in RayWorkerPool(1, carla, AgentSpec("a.py"), "local").actor_options()
