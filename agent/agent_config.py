@@ -68,7 +68,9 @@ class AgentConfig:
         num_samples: diffusion plans drawn per planning step and averaged (1: one draw).
         seed: seed of the diffusion sampler's generator (plans are reproducible per route).
         num_threads: torch CPU threads (None: leave torch's default).
-        lat_ref, lon_ref: the map's geo-reference in degrees (CARLA towns: 0, 0).
+        lat_ref, lon_ref: the map's geo-reference in degrees; None (both): solved per route from the
+            global plan's GPS and world forms (``agent.geo.plan_geo_reference``), which works on
+            every town; numbers force a reference (the sandbox's is 0, 0).
         acceleration_source: "imu" (accelerometer x) or "speed" (speed differences).
         max_abs_acceleration: clip of the decoded acceleration (m/s^2).
         controller: ``agent.controller.ControllerConfig`` (PID gains and limits).
@@ -90,8 +92,8 @@ class AgentConfig:
     num_samples: int = 1
     seed: int = 0
     num_threads: int | None = None
-    lat_ref: float = 0.0
-    lon_ref: float = 0.0
+    lat_ref: float | None = None
+    lon_ref: float | None = None
     acceleration_source: str = "imu"
     max_abs_acceleration: float = 15.0
     controller: Any = field(default_factory=_default_controller)
@@ -123,7 +125,9 @@ class AgentConfig:
             raise ConfigError(f"max_abs_acceleration: must be > 0, got {self.max_abs_acceleration}")
         if self.metric_info_every < 0:
             raise ConfigError(f"metric_info_every: must be >= 0, got {self.metric_info_every}")
-        if not (-85.0 < self.lat_ref < 85.0 and -180.0 <= self.lon_ref <= 180.0):
+        if (self.lat_ref is None) != (self.lon_ref is None):
+            raise ConfigError("lat_ref/lon_ref: give both (to force a reference) or neither (solved from the plan)")
+        if self.lat_ref is not None and not (-85.0 < self.lat_ref < 85.0 and -180.0 <= self.lon_ref <= 180.0):
             raise ConfigError(f"lat_ref/lon_ref: out of range ({self.lat_ref}, {self.lon_ref})")
 
 

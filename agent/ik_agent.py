@@ -80,6 +80,11 @@ class IKAgent(AutonomousAgent):
         super().set_global_plan(global_plan_gps, global_plan_world_coord)
         self._plan_gps_HACK = list(global_plan_gps)
         self._plan_HACK = list(global_plan_world_coord)
+        from agent.geo import GeoFitError, plan_geo_reference  # the map's geo-reference, from the plan's two forms
+        try:
+            self._plan_geo = plan_geo_reference(global_plan_gps, global_plan_world_coord)
+        except GeoFitError as exc:
+            self._plan_geo = exc
 
     # ----------------------------------------------------------------- setup
     def setup(self, path_to_conf_file: str) -> None:
@@ -106,7 +111,9 @@ class IKAgent(AutonomousAgent):
         plan = self._plan_gps_HACK or self._global_plan
         if not plan:
             raise AgentSetupError("no global plan: set_global_plan must be called before setup")
-        geo = GeoReference(config.lat_ref, config.lon_ref)
+        geo = GeoReference(config.lat_ref, config.lon_ref) if config.lat_ref is not None else getattr(self, "_plan_geo", None)
+        if not isinstance(geo, GeoReference):  # config forces none and the plan did not fit one
+            raise AgentSetupError(f"geo-reference: {geo}")
         route = RoutePlanner(config.route)
         route.set_gps_route(plan, geo)
 

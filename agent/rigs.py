@@ -43,7 +43,8 @@ SENSORS_TRACK_LIMITS: dict[str, int] = {
     IMU_TYPE: 1,
     SPEEDOMETER_TYPE: 1,
 }
-# The stricter table that the leaderboard-2.0 code applies to its SENSORS track submissions.
+# The stricter table that leaderboard-2.0's agent_wrapper.py applies only on the SENSORS_QUALIFIER and
+# MAP_QUALIFIER tracks (not on SENSORS): docs/leaderboard.md.
 QUALIFIER_LIMITS: dict[str, int] = {
     CAMERA_TYPE: 4,
     "sensor.lidar.ray_cast": 1,

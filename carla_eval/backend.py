@@ -85,6 +85,9 @@ class RouteOutcome:
     trace: RouteTrace | None = None
     infraction_steps: list[tuple[int, str, str]] = field(default_factory=list)  # (tick, key, message)
     error: str | None = None  # human-readable cause for a failed status
+    weather_id: int | str | None = None  # when the backend knows it (Bench2Drive's evaluator writes it)
+    sensor_icons: list[str] = field(default_factory=list)  # the leaderboard's "sensors" list, when the backend has it
+    recording: str | None = None  # CARLA recorder file of the route (absolute path), when recorded
 
 
 class Backend(Protocol):

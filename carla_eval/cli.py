@@ -56,7 +56,17 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--agent", required=True, help="agent .py file with get_entry_point(), or 'expert'")
     run.add_argument("--agent-config", default="", help="passed to agent.setup()")
     run.add_argument("--out", required=True, type=Path, help="run folder (must not exist or be empty, unless --resume)")
-    run.add_argument("--workers", type=int, default=1, help="parallel workers, one simulator each")
+    run.add_argument("--workers", type=int, default=None,
+                     help="parallel workers, one simulator each (default 1, or every GPU slot with --gpus)")
+    run.add_argument("--gpus", default=None, help="GPU ids, e.g. 0,1,2,3: worker slot i gets gpus[i // workers-per-gpu]")
+    run.add_argument("--workers-per-gpu", type=int, default=1, help="workers sharing one GPU (with --gpus)")
+    run.add_argument("--retry-status", action="append", default=None, metavar="STATUS",
+                     help="outcome status to run again (repeatable; 'none' for none). Default: the backend's "
+                          "(CARLA: carla_garage's: Failed - Agent couldn't be set up / Failed / "
+                          "Failed - Simulation crashed / Failed - Agent crashed)")
+    run.add_argument("--record", action="store_true", help="CARLA: keep a recorder file per route (RUN_DIR/recordings)")
+    run.add_argument("--weather-table", type=Path, default=None,
+                     help="weather.xml (Bench2Drive's leaderboard/data/weather.xml) naming route weathers")
     run.add_argument("--ray-address", default=None, help="run workers as Ray actors: local | auto | HOST:PORT")
     run.add_argument("--routes-subset", default=None, help='route ids, e.g. "0-4,7"')
     run.add_argument("--repetitions", type=int, default=1)
@@ -90,6 +100,12 @@ def build_parser() -> argparse.ArgumentParser:
     met.add_argument("--comfort-strict", action="store_true",
                      help="comfort with rad/s and a true yaw-acceleration derivative (not Bench2Drive-compatible)")
     met.add_argument("--json", type=Path, default=None, help="also write the metrics here (atomic)")
+    met.add_argument("--metric-info", action="append", type=Path, default=[], metavar="DIR",
+                     help="also look for DIR/<save_name>/metric_info.json (Bench2Drive's SAVE_PATH); repeatable")
+
+    exp = sub.add_parser("export", help="write a folder Bench2Drive's tools read (merge_route_json.py, ...)")
+    exp.add_argument("runs", nargs="+", type=Path, help="run folders or results JSON files")
+    exp.add_argument("--out", required=True, type=Path, help="export folder (new or without JSON files)")
 
     rep = sub.add_parser("replay", help="re-run one recorded sandbox route from its seed and controls")
     rep.add_argument("run_dir", type=Path)
@@ -99,6 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--frames", type=Path, default=None, help="dump rendered frames as PNG here")
     rep.add_argument("--fps", type=int, choices=[10, 20], default=20)
     rep.add_argument("--no-video", action="store_true")
+    rep.add_argument("--rig", default=None, help="CARLA runs: sensor rig of the cameras (default: the agent config's)")
 
     # training-data collection and grounding probes live in their own modules
     from carla_eval import collect, probe
@@ -113,12 +130,19 @@ def _run(args: argparse.Namespace, console: Console, argv: list[str]) -> int:
     from carla_eval.runner import RunError, run
 
     try:
+        from carla_eval.placement import parse_gpus
+
+        gpus = parse_gpus(args.gpus) if args.gpus else ()
+        workers = args.workers if args.workers is not None else (len(gpus) * args.workers_per_gpu if gpus else 1)
+        retry_statuses = None
+        if args.retry_status is not None:
+            retry_statuses = tuple(s for s in args.retry_status if s.lower() != "none")
         config = RunConfig(
             backend=BackendSpec(args.backend, dict(args.backend_option)),
             routes_file=args.routes,
             agent=AgentSpec(path=args.agent, config=args.agent_config),
             out_dir=args.out,
-            workers=args.workers,
+            workers=workers,
             ray_address=args.ray_address,
             routes_subset=args.routes_subset,
             repetitions=args.repetitions,
@@ -133,6 +157,11 @@ def _run(args: argparse.Namespace, console: Console, argv: list[str]) -> int:
             show_progress=not args.no_progress,
             allow_code_change=args.allow_code_change,
             ray_connect_timeout_s=args.ray_connect_timeout,
+            gpus=gpus,
+            workers_per_gpu=args.workers_per_gpu,
+            retry_statuses=retry_statuses,
+            record=args.record,
+            weather_table=args.weather_table,
         )
         summary = run(config, console, argv)
     except (RunError, ValueError) as exc:
@@ -160,9 +189,9 @@ def _metrics(args: argparse.Namespace, console: Console) -> int:
     from carla_eval.results import ResultsFileError
 
     try:
-        merged = merge_runs(args.runs, args.routes, args.routes_subset, args.repetitions)
+        merged = merge_runs(args.runs, args.routes, args.routes_subset, args.repetitions, args.metric_info)
         metrics = compute_metrics(merged.records, merged.expected, merged.metric_info_of, args.penalty_formula,
-                                  ComfortConfig(bench2drive_compat=not args.comfort_strict))
+                                  ComfortConfig(bench2drive_compat=not args.comfort_strict), n_total=merged.n_total)
     except (MetricsInputError, ResultsFileError, ValueError) as exc:
         console.print(f"[bold red]carla-eval metrics: {exc}[/]")
         return EXIT_USAGE
@@ -174,12 +203,35 @@ def _metrics(args: argparse.Namespace, console: Console) -> int:
     return EXIT_OK
 
 
+def _export(args: argparse.Namespace, console: Console) -> int:
+    from carla_eval.export import export_bench2drive
+    from carla_eval.merge import MetricsInputError
+    from carla_eval.results import ResultsFileError
+
+    try:
+        summary = export_bench2drive(args.runs, args.out)
+    except (MetricsInputError, ResultsFileError) as exc:
+        console.print(f"[bold red]carla-eval export: {exc}[/]")
+        return EXIT_USAGE
+    console.print(f"export: {summary.out_dir} ({len(summary.checkpoints)} checkpoint file(s), "
+                  f"{summary.metric_info} metric_info file(s))")
+    if summary.without_metric_info:
+        console.print(f"[yellow]{len(summary.without_metric_info)} route(s) have no metric_info; Bench2Drive's "
+                      f"efficiency_smoothness_benchmark.py stops on them: {', '.join(summary.without_metric_info[:10])}[/]")
+    return EXIT_OK
+
+
 def _replay(args: argparse.Namespace, console: Console) -> int:
     from carla_eval.manifest import ManifestError
     from carla_eval.replay import REPLAY_TOLERANCE_M, ReplayError, find_record, replay_route
     from carla_eval.results import ResultsFileError
 
     try:
+        from carla_eval.manifest import RunManifest
+
+        manifest = RunManifest.load(args.run_dir)
+        if manifest.identity.get("backend") == "carla":
+            return _replay_carla(args, console, manifest)
         out = args.out
         if out is None and not args.no_video:
             rec = find_record(args.run_dir, args.route, args.repetition)
@@ -197,6 +249,24 @@ def _replay(args: argparse.Namespace, console: Console) -> int:
     if not result.reproduced:
         console.print("[bold red]the replay did NOT reproduce the recorded trajectory[/]")
         return EXIT_REPLAY_MISMATCH
+    return EXIT_OK
+
+
+def _replay_carla(args: argparse.Namespace, console: Console, manifest: Any) -> int:
+    from carla_eval.carla_replay import CarlaReplayError, replay_carla_record
+    from carla_eval.replay import ReplayError, find_record
+
+    try:
+        rec = find_record(args.run_dir, args.route, args.repetition)
+        out = None if args.no_video else (args.out or args.run_dir / "replays" / f"{rec['save_name']}.mp4")
+        result = replay_carla_record(args.run_dir, rec, manifest.identity.get("backend_options", {}),
+                                     manifest.identity.get("agent_config") or None, out, args.frames, args.fps, args.rig)
+    except (CarlaReplayError, ReplayError, ValueError, OSError) as exc:
+        console.print(f"[bold red]carla-eval replay: {exc}[/]")
+        return EXIT_USAGE
+    console.print(f"{result.record_id}: {result.ticks} ticks replayed from {result.recording} in CARLA")
+    if result.video:
+        console.print(f"video: {result.video}")
     return EXIT_OK
 
 
@@ -225,6 +295,8 @@ def _dispatch(args: argparse.Namespace, console: Console, argv: list[str]) -> in
         return _metrics(args, console)
     if args.command == "replay":
         return _replay(args, console)
+    if args.command == "export":
+        return _export(args, console)
     if args.command == "collect":
         from carla_eval import collect
 

@@ -1,9 +1,15 @@
 """Gather the records of one or several runs (e.g. split runs) and the route list they should cover.
 
-``carla-eval metrics RUN_DIR... [--routes FILE]`` reads each ``results.json`` (validated), refuses a
+``carla-eval metrics RUN_DIR|FILE... [--routes FILE] [--metric-info DIR]`` reads each run's
+``results.json`` (validated) or a results file of any supported format (Leaderboard 2.0 or
+Bench2Drive checkpoints, Bench2Drive's merged.json: :mod:`carla_eval.result_formats`), refuses a
 route recorded in two runs, and builds the expected route x repetition list from ``--routes`` or,
 without it, from the route file named in the runs' manifests (which must agree and be unchanged).
-Metrics then divide by that full list, so a missing split shows up as missing routes.
+Metrics then divide by that full list, so a missing split shows up as missing routes. Without any
+route file, the total is the files' ``progress`` total when they give one.
+
+metric_info (comfort) is looked up in ``RUN_DIR/metric_info/<save_name>/metric_info.json`` and in
+every ``--metric-info DIR`` as ``DIR/<save_name>/metric_info.json`` (Bench2Drive's ``SAVE_PATH``).
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ from typing import Any, Callable, Mapping
 
 from carla_eval.manifest import ManifestError, RunManifest
 from carla_eval.metrics import ExpectedRoute
+from carla_eval.result_formats import FORMAT_CARLA_EVAL, load_results_any
 from carla_eval.results import RESULTS_FILENAME, parse_record_id, read_results_file
 from carla_eval.routes import parse_routes_file, routes_fingerprint, select_routes
 
@@ -30,6 +37,8 @@ class RunData:
     run_dir: Path
     results: dict[str, Any]
     manifest: RunManifest | None
+    format: str = FORMAT_CARLA_EVAL
+    total: int | None = None  # progress total of a bare results file
 
 
 @dataclass
@@ -38,13 +47,15 @@ class MergedRuns:
     expected: list[ExpectedRoute]
     metric_info_of: Callable[[Mapping[str, Any]], Mapping[str, Any] | None]
     notes: list[str] = field(default_factory=list)
+    n_total: int | None = None  # denominator when no route file names every route
 
 
 def load_run(path: str | Path) -> RunData:
     """A run folder (results.json + run_manifest.json) or a bare leaderboard results JSON file."""
     path = Path(path)
     if path.is_file():
-        return RunData(path.parent, read_results_file(path), None)
+        loaded = load_results_any(path)
+        return RunData(path.parent, loaded.data, None, loaded.format, loaded.total)
     if not path.is_dir():
         raise MetricsInputError(f"no run folder or results file at {path}")
     results = read_results_file(path / RESULTS_FILENAME)
@@ -79,6 +90,7 @@ def merge_runs(
     routes_file: str | Path | None = None,
     subset: str | None = None,
     repetitions: int | None = None,
+    metric_info_dirs: list[str | Path] | None = None,
 ) -> MergedRuns:
     if not paths:
         raise MetricsInputError("give at least one run folder")
@@ -120,20 +132,35 @@ def merge_runs(
         expected = [e if e.record_id in owner else ExpectedRoute(e.record_id, e.scenario_type, sandbox_ability(e.scenario_type))
                     for e in expected]
     else:
-        notes.append("no route file known (bare results file): missing routes cannot be detected")
-        expected = [ExpectedRoute(r["route_id"], str(r.get("scenario_name") or ""), str(r.get("ability") or "")) for r in records]
+        totals = [r.total for r in runs if r.total is not None]
+        n_total = sum(totals) if len(totals) == len(runs) else None
+        notes.append("no route file known (bare results file): missing routes cannot be named; pass --routes FILE")
+        expected = [ExpectedRoute(r["route_id"], "", str(r.get("ability") or "")) for r in records]
+        return MergedRuns(records, expected, _metric_info_lookup(owner, metric_info_dirs), notes,
+                          n_total if n_total and n_total > len(records) else None)
+    return MergedRuns(records, expected, _metric_info_lookup(owner, metric_info_dirs), notes)
+
+
+def _metric_info_lookup(owner: Mapping[str, Path], extra_dirs: list[str | Path] | None
+                        ) -> Callable[[Mapping[str, Any]], Mapping[str, Any] | None]:
+    dirs = [Path(d) for d in extra_dirs or []]
+    for d in dirs:
+        if not d.is_dir():
+            raise MetricsInputError(f"--metric-info {d}: no such folder")
 
     def metric_info_of(record: Mapping[str, Any]) -> Mapping[str, Any] | None:
         run_dir = owner.get(record["route_id"])
         name = record.get("save_name")
-        if run_dir is None or not name:
+        if not name:
             return None
-        path = run_dir / METRIC_INFO_DIRNAME / str(name) / "metric_info.json"
-        if not path.is_file():
-            return None
-        try:
-            return json.loads(path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            return None
+        candidates = [run_dir / METRIC_INFO_DIRNAME / str(name) / "metric_info.json"] if run_dir is not None else []
+        candidates += [d / str(name) / "metric_info.json" for d in dirs]
+        for path in candidates:
+            if path.is_file():
+                try:
+                    return json.loads(path.read_text(encoding="utf-8"))
+                except (json.JSONDecodeError, UnicodeDecodeError):
+                    return None
+        return None
 
-    return MergedRuns(records, expected, metric_info_of, notes)
+    return metric_info_of

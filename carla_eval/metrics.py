@@ -91,9 +91,17 @@ class ComfortConfig:
 
 
 # ------------------------------------------------------------------------------- per record
-def record_abilities(record: Mapping[str, Any]) -> set[str]:
-    """Abilities of a record: Bench2Drive's groups of its scenario type, plus its own "ability"."""
-    return abilities_of(str(record.get("scenario_name") or ""), str(record.get("ability") or ""))
+def record_abilities(record: Mapping[str, Any], scenario_type: str = "") -> set[str]:
+    """Abilities of a record: Bench2Drive's groups of its scenario type, plus its own "ability".
+
+    The type is ``scenario_type`` (from the route file) when given, else the record's
+    ``scenario_name`` mapped to its type (Bench2Drive writes names such as ``ParkedObstacle_1``;
+    Leaderboard 2.0 writes none).
+    """
+    from carla_eval.result_formats import scenario_type_of_name
+
+    stype = scenario_type or scenario_type_of_name(record.get("scenario_name"))
+    return abilities_of(stype, str(record.get("ability") or ""))
 
 
 def abilities_of(scenario_type: str, ability: str = "") -> set[str]:
@@ -228,15 +236,19 @@ def compute_metrics(
     metric_info_of: Callable[[Mapping[str, Any]], Mapping[str, Any] | None] | None = None,
     penalty_formula: Literal["recorded", "2.0", "2.1"] = "recorded",
     comfort: ComfortConfig = ComfortConfig(),
+    n_total: int | None = None,
 ) -> Metrics:
     """Metrics of ``records`` against the ``expected`` route x repetition list.
 
+    ``n_total`` (routes x repetitions a bare results file says it covers, its ``progress[1]``)
+    raises the denominator above ``len(expected)`` when routes are missing whose ids are unknown.
     Raises ValueError on a duplicate record or a record that is not expected (mixing runs of
     different route files must not pass silently).
     """
-    n = len(expected)
-    if n == 0:
+    if not expected:
         raise ValueError("no expected routes: cannot compute metrics")
+    n = max(len(expected), int(n_total or 0))
+    unknown_missing = n - len(expected)
     by_id: dict[str, Mapping[str, Any]] = {}
     for r in records:
         rid = r["route_id"]
@@ -244,7 +256,7 @@ def compute_metrics(
             raise ValueError(f"route {rid} is recorded twice")
         by_id[rid] = r
     expected_ids = [e.record_id for e in expected]
-    if len(set(expected_ids)) != n:
+    if len(set(expected_ids)) != len(expected_ids):
         raise ValueError("expected routes contain duplicates")
     unexpected = sorted(set(by_id) - set(expected_ids))
     if unexpected:
@@ -266,7 +278,7 @@ def compute_metrics(
         members = []
         for e in expected:
             rec = by_id.get(e.record_id)
-            groups = record_abilities(rec) if rec is not None else abilities_of(e.scenario_type, e.ability)
+            groups = record_abilities(rec, e.scenario_type) if rec is not None else abilities_of(e.scenario_type, e.ability)
             if name in groups:
                 members.append(e.record_id)
         ns = sum(1 for m in members if m in successes)
@@ -300,12 +312,15 @@ def compute_metrics(
     status_counts: dict[str, int] = {}
     for r in recs:
         status_counts[r["status"]] = status_counts.get(r["status"], 0) + 1
-    if missing:
-        notes.insert(0, f"INCOMPLETE: {len(recs)} of {n} routes recorded; {len(missing)} missing count as 0")
+    if unknown_missing:
+        notes.insert(0, f"{unknown_missing} route(s) of the file's progress total are not recorded and their ids are "
+                        f"unknown; pass --routes FILE to name them")
+    if missing or unknown_missing:
+        notes.insert(0, f"INCOMPLETE: {len(recs)} of {n} routes recorded; {len(missing) + unknown_missing} missing count as 0")
     return Metrics(
         n_expected=n,
         n_recorded=len(recs),
-        missing=missing,
+        missing=missing + [f"<unnamed route {k + 1} of the progress total>" for k in range(unknown_missing)],
         penalty_formula=penalty_formula,
         driving_score=ds,
         route_completion=rc,

@@ -71,7 +71,16 @@ def connect_ray(ray: Any, address: str, timeout_s: float) -> None:
 class RouteWorker:
     """Actor body (wrapped with ``ray.remote`` at pool start, so importing this module needs no Ray)."""
 
-    def __init__(self, backend_spec: BackendSpec, agent_spec: AgentSpec, worker_index: int = 0) -> None:
+    def __init__(self, backend_spec: BackendSpec, agent_spec: AgentSpec, worker_index: int = 0,
+                 uses_gpu: bool = False) -> None:
+        if uses_gpu:  # Ray chose the device (and set CUDA_VISIBLE_DEVICES); the simulator needs its id too
+            import ray
+
+            from carla_eval.placement import spec_for_gpu
+
+            ids = ray.get_gpu_ids()
+            if ids:
+                backend_spec = spec_for_gpu(backend_spec, int(ids[0]))
         self.backend = create_backend(backend_spec, worker_index)
         self.factory = AgentFactory(agent_spec, getattr(self.backend, "create_expert_agent", None))
 
@@ -89,7 +98,7 @@ class RayWorkerPool:
     """``size`` Ray actors, one backend each. See the module docstring."""
 
     def __init__(self, size: int, backend: BackendSpec, agent: AgentSpec, address: str, cpus_per_worker: float = 1.0,
-                 connect_timeout_s: float = 30.0) -> None:
+                 connect_timeout_s: float = 30.0, gpus_per_worker: float = 0.0, num_gpus: int | None = None) -> None:
         if size < 1:
             raise ValueError(f"pool size must be >= 1, got {size}")
         self.size = size
@@ -98,6 +107,8 @@ class RayWorkerPool:
         self.address = address
         self.cpus_per_worker = cpus_per_worker
         self.connect_timeout_s = connect_timeout_s
+        self.gpus_per_worker = gpus_per_worker  # Ray resource per actor (1 / --workers-per-gpu with --gpus)
+        self.num_gpus = num_gpus  # GPUs of a private local cluster
         self._ray: Any = None
         self._actor_cls: Any = None
         self._actors: list[Any] = [None] * size
@@ -112,8 +123,9 @@ class RayWorkerPool:
         import ray
 
         if self.address == "local":
+            extra = {"num_gpus": self.num_gpus} if self.num_gpus is not None else {}
             ray.init(num_cpus=max(1, int(round(self.size * self.cpus_per_worker))), include_dashboard=False,
-                     log_to_driver=False, configure_logging=False)
+                     log_to_driver=False, configure_logging=False, **extra)
             self._started_cluster = True
         else:
             connect_ray(ray, self.address, self.connect_timeout_s)
@@ -123,11 +135,18 @@ class RayWorkerPool:
             self._spawn(i)
 
     def _spawn(self, i: int) -> None:
-        actor = self._actor_cls.options(num_cpus=self.cpus_per_worker, max_restarts=0).remote(self.backend, self.agent, i)
+        actor = self._actor_cls.options(**self.actor_options()).remote(self.backend, self.agent, i, self.gpus_per_worker > 0)
         self._actors[i] = actor
         self._ready[i] = False
         self._busy[i] = False
         self._probe[actor.pid.remote()] = i
+
+    def actor_options(self) -> dict[str, Any]:
+        """Ray resources of one actor: ``num_cpus``, and ``num_gpus`` when the run uses GPUs."""
+        options: dict[str, Any] = {"num_cpus": self.cpus_per_worker, "max_restarts": 0}
+        if self.gpus_per_worker > 0:
+            options["num_gpus"] = self.gpus_per_worker
+        return options
 
     def idle_workers(self) -> list[int]:
         return [i for i in range(self.size) if self._ready[i] and not self._busy[i]]

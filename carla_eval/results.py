@@ -94,13 +94,13 @@ def route_length(route: RouteConfig) -> float:
     return float(sum(math.dist(a[:2], b[:2]) for a, b in zip(pts[:-1], pts[1:])))
 
 
-def weather_id(route: RouteConfig) -> int:
-    """Bench2Drive's weather id of a route: its ``weather_id`` attribute, else 0."""
-    raw = route.attributes.get("weather_id", "0")
-    try:
-        return int(raw)
-    except ValueError:
-        return 0
+def weather_id(route: RouteConfig) -> int | str | None:
+    """Bench2Drive's weather id of a route: its ``weather_id`` attribute, else None (unknown).
+
+    The harness matches routes without one against a weather table (``carla_eval.weather``)."""
+    from carla_eval.weather import route_weather_id
+
+    return route_weather_id(route)
 
 
 def default_save_name(route: RouteConfig, repetition: int) -> str:
@@ -158,11 +158,12 @@ def record_from_outcome(
         "save_name": outcome.save_name,
         "scenario_name": outcome.scenario_name,
         "town_name": outcome.town_name,
-        "weather_id": weather_id(outcome.route),
+        "weather_id": outcome.weather_id if outcome.weather_id is not None else weather_id(outcome.route),
         "ability": outcome.ability,
         "seed": int(seed),
         "attempts": int(attempts),
         "error": outcome.error,
+        **({"recording": outcome.recording} if outcome.recording else {}),
     }
 
 
@@ -176,6 +177,7 @@ def failure_record(
     seed: int,
     attempts: int,
     duration_system: float = 0.0,
+    weather: int | str | None = None,
 ) -> dict[str, Any]:
     """Record of a route the harness could not get an outcome for (simulator crash, worker death,
     agent that cannot be loaded, malformed route): no completion, no infraction, DS 0."""
@@ -194,7 +196,7 @@ def failure_record(
         "save_name": default_save_name(route, repetition),
         "scenario_name": route.scenario_type,
         "town_name": route.town,
-        "weather_id": weather_id(route),
+        "weather_id": weather if weather is not None else weather_id(route),
         "ability": "",
         "seed": int(seed),
         "attempts": int(attempts),

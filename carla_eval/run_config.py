@@ -143,6 +143,11 @@ class RunConfig:
     show_progress: bool = True
     allow_code_change: bool = False  # --resume under another git revision (then every revision is recorded)
     ray_connect_timeout_s: float = 30.0  # joining --ray-address auto / HOST:PORT
+    gpus: tuple[int, ...] = ()  # --gpus: worker slot i gets gpus[i // workers_per_gpu]
+    workers_per_gpu: int = 1
+    retry_statuses: tuple[str, ...] | None = None  # outcome statuses run again; None: the backend's default
+    record: bool = False  # --record: a CARLA recorder file per route (RUN_DIR/recordings/)
+    weather_table: Path | None = None  # weather.xml naming the weather of routes without a weather_id
 
     def __post_init__(self) -> None:
         if self.workers < 1:
@@ -157,6 +162,13 @@ class RunConfig:
             raise ValueError(f"route timeout must be >= 0 s (0 = no limit), got {self.route_timeout_s}")
         if not self.ray_connect_timeout_s > 0:
             raise ValueError(f"Ray connect timeout must be > 0 s, got {self.ray_connect_timeout_s}")
+        if self.retry_statuses is not None and "Failed - TickRuntime" in self.retry_statuses:
+            raise ValueError("'Failed - TickRuntime' (an agent that got stuck) is a result, not a crash: it is never retried")
+        if self.workers_per_gpu < 1:
+            raise ValueError(f"workers per GPU must be >= 1, got {self.workers_per_gpu}")
+        if self.gpus and self.workers > len(self.gpus) * self.workers_per_gpu:
+            raise ValueError(f"{self.workers} workers need more GPU slots than --gpus {','.join(map(str, self.gpus))} x "
+                             f"--workers-per-gpu {self.workers_per_gpu} = {len(self.gpus) * self.workers_per_gpu}")
 
 
 def route_seed(base_seed: int, route_id: str, repetition: int, route_file_seed: int | None = None) -> int:

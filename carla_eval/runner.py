@@ -41,7 +41,7 @@ from carla_eval.results import (
 )
 from carla_eval.route_job import RouteResult, RouteTask
 from carla_eval.routes import RouteConfig, RouteFileError, parse_routes_file, select_routes
-from carla_eval.run_config import RunConfig, route_file_seed, route_seed
+from carla_eval.run_config import BackendSpec, RunConfig, route_file_seed, route_seed
 from carla_eval.run_lock import RunFolderLocked, RunLock, is_empty_run_folder
 from carla_eval.scheduler import GivenUp, Scheduler, SchedulerHooks
 from carla_eval import scoring
@@ -49,6 +49,7 @@ from carla_eval import scoring
 METRICS_FILENAME = "metrics.json"
 TRACES_DIRNAME = "traces"
 VIDEOS_DIRNAME = "videos"
+RECORDINGS_DIRNAME = "recordings"
 LOG_FILENAME = "run.log"
 WORKER_START_TIMEOUT_S = 600.0  # workers (simulators) must be ready within this before the folder is written
 
@@ -129,6 +130,11 @@ def _check_inputs(config: RunConfig) -> None:
         check_backend_options(config.backend)
     except BackendError as exc:
         raise RunError(str(exc)) from exc
+    if config.record:
+        import inspect
+
+        if "record_dir" not in inspect.signature(backend_cls).parameters:
+            raise RunError(f"--record keeps CARLA recorder files; backend {config.backend.name!r} has none")
     if config.agent.is_expert and getattr(backend_cls, "loads_agent_from_file", False):
         raise RunError(f"backend {config.backend.name!r} has no built-in expert: pass --agent PATH.py")
     if not config.agent.is_expert:
@@ -247,6 +253,16 @@ class _RunWriter:
         self._notes_seen: set[str] = set()
         self._log = open(self.out / LOG_FILENAME, "a", encoding="utf-8")
         self._agent_errors_logged: set[str] = set()
+        self._weather_table = None
+        if config.weather_table is not None:
+            from carla_eval.weather import read_weather_table
+
+            self._weather_table = read_weather_table(config.weather_table)
+
+    def weather_of(self, route: RouteConfig) -> int | str | None:
+        from carla_eval.weather import route_weather_id
+
+        return route_weather_id(route, self._weather_table)
 
     def close(self) -> None:
         try:
@@ -289,8 +305,10 @@ class _RunWriter:
             path = self.out / VIDEOS_DIRNAME / f"{name}.mp4"
             atomic_write_bytes(path, result.video)
             self.videos.append(path)
-        if not self.store.sensors and result.sensors:
-            self.store.sensors = sensor_icons(result.sensors)
+        if not self.store.sensors and (result.sensors or outcome.sensor_icons):
+            self.store.sensors = list(outcome.sensor_icons) or sensor_icons(result.sensors)
+        if outcome.weather_id is None:
+            outcome.weather_id = self.weather_of(task.route)
         if outcome.error and task.record_id not in self._agent_errors_logged:
             self._agent_errors_logged.add(task.record_id)  # once per route
             self.note(f"{task.record_id}: {outcome.status}: {_last_line(outcome.error)}", show=False)
@@ -305,7 +323,8 @@ class _RunWriter:
         task = g.task
         self.note(f"{task.record_id}: giving up after {g.attempts} attempt(s): {g.status}: {g.error.splitlines()[0]}")
         self._commit(failure_record(task.route, task.repetition, task.index, status=g.status, error=g.error,
-                                    seed=task.seed, attempts=g.attempts, duration_system=g.wall_s))
+                                    seed=task.seed, attempts=g.attempts, duration_system=g.wall_s,
+                                    weather=self.weather_of(task.route)))
 
     def record_invalid_route(self, task: RouteTask, reason: str) -> None:
         error = f"invalid route: {reason}"
@@ -323,14 +342,34 @@ def _last_line(text: str) -> str:
 
 
 def _make_pool(config: RunConfig, size: int) -> Any:
+    from carla_eval.placement import spec_for_run
+
+    backend = spec_for_run(config.backend, config.route_timeout_s)
+    if config.record:
+        backend = BackendSpec(backend.name, {**backend.options, "record_dir": str(Path(config.out_dir).resolve() / RECORDINGS_DIRNAME)})
     if config.ray_address:
         from carla_eval.ray_pool import RayWorkerPool
 
-        return RayWorkerPool(size, config.backend, config.agent, config.ray_address,
-                             connect_timeout_s=config.ray_connect_timeout_s)
+        return RayWorkerPool(size, backend, config.agent, config.ray_address,
+                             connect_timeout_s=config.ray_connect_timeout_s,
+                             gpus_per_worker=(1.0 / config.workers_per_gpu) if config.gpus else 0.0,
+                             num_gpus=len(config.gpus) if config.gpus else None)
     from carla_eval.workers import LocalWorkerPool
 
-    return LocalWorkerPool(size, config.backend, config.agent)
+    return LocalWorkerPool(size, backend, config.agent, config.gpus, config.workers_per_gpu)
+
+
+def retry_statuses_of(config: RunConfig) -> tuple[str, ...]:
+    """Outcome statuses the run retries: ``--retry-status`` or the backend's default (CARLA: carla_garage's)."""
+    if config.retry_statuses is not None:
+        return tuple(config.retry_statuses)
+    from carla_eval.backend_factory import BackendError, resolve_backend_class
+
+    try:
+        cls = resolve_backend_class(config.backend.name)
+    except BackendError:
+        return ()
+    return tuple(getattr(cls, "default_retry_statuses", ()))
 
 
 def run_metrics(config: RunConfig, store: ResultsStore, plan: RunPlan) -> Metrics:
@@ -434,7 +473,7 @@ def _run_session(config: RunConfig, console: Console, plan: RunPlan, folder: Run
                 )
                 Scheduler(pool, hooks, retries=config.retries,
                           route_limit_s=lambda t: config.watchdog.route_limit_s(route_length(t.route), config.route_timeout_s),
-                          ).run(runnable)
+                          retry_statuses=retry_statuses_of(config)).run(runnable)
     except KeyboardInterrupt:
         interrupted = True
         if pool is not None:

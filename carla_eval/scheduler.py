@@ -24,6 +24,10 @@ from carla_eval import scoring
 from carla_eval.pool import TaskDone, TaskProgress, WorkerDied, WorkerNote, WorkerPool
 from carla_eval.route_job import RouteResult, RouteTask
 
+# Statuses that are results, never crashes: Bench2Drive's "TickRuntime" is an agent that got stuck
+# (more than 4000 ticks), and a stuck agent run again is stuck again.
+NEVER_RETRIED: tuple[str, ...] = (scoring.STATUS_TICK_RUNTIME,)
+
 
 @dataclass(frozen=True)
 class GivenUp:
@@ -47,7 +51,12 @@ class SchedulerHooks:
 
 class Scheduler:
     def __init__(self, pool: WorkerPool, hooks: SchedulerHooks, retries: int = 2, route_timeout_s: float | None = None,
-                 poll_s: float = 0.25, route_limit_s: Callable[[RouteTask], float | None] | None = None) -> None:
+                 poll_s: float = 0.25, route_limit_s: Callable[[RouteTask], float | None] | None = None,
+                 retry_statuses: tuple[str, ...] = ()) -> None:
+        bad = [s for s in retry_statuses if s in NEVER_RETRIED]
+        if bad:
+            raise ValueError(f"status(es) {bad} are results, not crashes, and are never retried")
+        self.retry_statuses = tuple(retry_statuses)
         self.pool = pool
         self.hooks = hooks
         self.retries = retries
@@ -65,6 +74,17 @@ class Scheduler:
             return
         status = scoring.STATUS_AGENT_SETUP if kind == "agent_load" else scoring.STATUS_SIM_CRASH
         self.hooks.on_given_up(GivenUp(task, status, error, task.attempt + 1, self._wall.pop(task.record_id, 0.0)))
+
+    def _retry_outcome(self, queue: deque[RouteTask], result: RouteResult) -> bool:
+        """Requeue an attempt whose outcome status is in ``retry_statuses`` while retries are left
+        (the last attempt's outcome is recorded as it is)."""
+        task, outcome = result.task, result.outcome
+        if outcome is None or outcome.status not in self.retry_statuses or task.attempt >= self.retries:
+            return False
+        self._wall[task.record_id] = self._wall.get(task.record_id, 0.0) + result.wall_s
+        self.hooks.on_note(f"{task.record_id}: attempt {task.attempt + 1} ended {outcome.status!r}; retrying")
+        queue.appendleft(replace(task, attempt=task.attempt + 1))
+        return True
 
     def run(self, tasks: list[RouteTask]) -> None:
         """Run every task to a record. Raises PoolStartError when workers cannot start."""
@@ -88,6 +108,8 @@ class Scheduler:
                     if result.status is not None:  # invalid route, hung agent: never retried
                         wall = self._wall.pop(result.task.record_id, 0.0) + result.wall_s
                         self.hooks.on_given_up(GivenUp(result.task, result.status, result.error or "", result.task.attempt + 1, wall))
+                    elif result.failure_kind is None and self._retry_outcome(queue, result):
+                        pass
                     elif result.failure_kind is None:
                         self._wall.pop(result.task.record_id, None)
                         self.hooks.on_done(result)

@@ -32,9 +32,12 @@ from carla_eval.run_config import AgentSpec, BackendSpec
 MAX_CONSECUTIVE_START_FAILURES = 3
 
 
-def worker_main(conn: Connection, backend_spec: BackendSpec, agent_spec: AgentSpec, worker_index: int = 0) -> None:
-    """Entry point of a worker process."""
+def worker_main(conn: Connection, backend_spec: BackendSpec, agent_spec: AgentSpec, worker_index: int = 0,
+                gpu: int | None = None) -> None:
+    """Entry point of a worker process. ``gpu``: the worker's GPU (carla_eval.placement)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if gpu is not None:  # before anything can initialise CUDA in this fresh (spawned) process
+        os.environ["CUDA_VISIBLE_DEVICES"] = str(gpu)
     try:
         backend = create_backend(backend_spec, worker_index)
     except Exception as exc:
@@ -91,12 +94,15 @@ class _Slot:
 class LocalWorkerPool:
     """N worker processes (spawn context), one backend each. See the module docstring."""
 
-    def __init__(self, size: int, backend: BackendSpec, agent: AgentSpec) -> None:
+    def __init__(self, size: int, backend: BackendSpec, agent: AgentSpec, gpus: tuple[int, ...] = (),
+                 workers_per_gpu: int = 1) -> None:
         if size < 1:
             raise ValueError(f"pool size must be >= 1, got {size}")
         self.size = size
         self.backend = backend
         self.agent = agent
+        self.gpus = tuple(gpus)
+        self.workers_per_gpu = workers_per_gpu
         self._ctx = mp.get_context("spawn")
         self._slots: list[_Slot | None] = [None] * size
         self._start_failures = 0
@@ -104,9 +110,13 @@ class LocalWorkerPool:
 
     # ------------------------------------------------------------------------- lifecycle
     def _spawn(self, i: int) -> None:
+        from carla_eval.placement import gpu_for_slot, spec_for_gpu
+
         parent, child = self._ctx.Pipe(duplex=True)
+        gpu = gpu_for_slot(i, self.gpus, self.workers_per_gpu)
         proc = self._ctx.Process(
-            target=worker_main, args=(child, self.backend, self.agent, i), name=f"carla-eval-worker-{i}", daemon=True
+            target=worker_main, args=(child, spec_for_gpu(self.backend, gpu), self.agent, i, gpu),
+            name=f"carla-eval-worker-{i}", daemon=True
         )
         proc.start()
         child.close()

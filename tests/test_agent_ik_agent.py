@@ -479,3 +479,28 @@ def test_no_module_in_agent_shadows_a_package_it_or_the_leaderboard_imports():
     names.discard("__init__")
     clashes = sorted(n for n in names if n in imported_elsewhere or n in sys.stdlib_module_names)
     assert clashes == [], clashes
+
+
+def test_geo_reference_is_solved_from_the_plan_unless_the_config_forces_one(tiny_models, tmp_path):
+    pts = straight_route(300.0, start=(-1200.0, 3500.0))
+    cmds = [LANEFOLLOW] * len(pts)
+    town13 = GeoReference(41.0937, -81.5937)
+    agent = new_agent()
+    agent.set_global_plan(gps_plan(pts, cmds, town13), world_plan(pts, cmds))
+    agent.setup(str(write_config(tmp_path, tiny_models / "tiny-bev")))
+    geo = agent._loop.decoder.geo
+    assert abs(geo.lat_ref - 41.0937) < 1e-9 and abs(geo.lon_ref + 81.5937) < 1e-9
+    # the route decodes onto the world plan (a (0, 0) decoder would stretch it 1.33x)
+    route_pts = agent._loop.route.points  # thinned by the planner; its ends are the plan's ends
+    assert np.max(np.abs(route_pts[[0, -1]] - pts[[0, -1]])) < 1e-3
+    agent.destroy()
+    forced = new_agent()
+    forced.set_global_plan(gps_plan(pts, cmds, town13), world_plan(pts, cmds))
+    forced.setup(str(write_config(tmp_path, tiny_models / "tiny-bev", lat_ref=0.0, lon_ref=0.0)))
+    assert forced._loop.decoder.geo == GeoReference(0.0, 0.0)
+    forced.destroy()
+    broken = new_agent()
+    world = world_plan(pts, cmds)
+    broken.set_global_plan(gps_plan(pts, cmds, town13), world[:-1])  # the two forms disagree
+    with pytest.raises(Exception, match="geo-reference"):
+        broken.setup(str(write_config(tmp_path, tiny_models / "tiny-bev")))

@@ -164,3 +164,57 @@ def test_schema_rejects_a_bad_record(tmp_path):
     bad["_checkpoint"]["records"][1]["status"] = "Mostly fine"
     with pytest.raises(ResultsFileError, match="status"):
         validate_results(bad)
+
+
+# ----------------------------------------------------------------- weather, export for Bench2Drive
+WEATHER_TABLE = """<weathers>
+  <case weather_id="0"><weather route_percentage="0" cloudiness="5.0" precipitation="0.0"/></case>
+  <case weather_id="15"><weather route_percentage="0" cloudiness="100.0" precipitation="50.0"/>
+                        <weather route_percentage="100" cloudiness="100.0" precipitation="50.0"/></case>
+</weathers>"""
+
+
+def test_weather_comes_from_the_route_file(tmp_path):
+    from carla_eval.weather import read_weather_table, route_weather_id
+
+    table_path = tmp_path / "weather.xml"
+    table_path.write_text(WEATHER_TABLE)
+    table = read_weather_table(table_path)
+    wet = RouteConfig(0, "0", "Town12", ((0.0, 0.0, 0.0), (1.0, 0.0, 0.0)),
+                      weathers=({"route_percentage": "0", "cloudiness": "100", "precipitation": "50.0"},))
+    assert route_weather_id(wet, table) == 15  # numbers compared as numbers
+    assert route_weather_id(wet) is None  # no table, no attribute: unknown, not 0
+    tagged = RouteConfig(0, "0", "Town12", ((0.0, 0.0, 0.0), (1.0, 0.0, 0.0)), attributes={"weather_id": "7"})
+    assert route_weather_id(tagged, table) == 7
+    out = _outcome(_route("3"), "Perfect", 100.0, {}, 100.0)
+    assert record_from_outcome(out, 0, seed=1, attempts=1)["weather_id"] is None
+    out.weather_id = 15  # Bench2Drive's evaluator named it
+    rec = record_from_outcome(out, 0, seed=1, attempts=1)
+    assert rec["weather_id"] == 15
+    validate_results({"_checkpoint": {"global_record": {}, "progress": [1, 1], "records": [dict(rec, weather_id="15")]},
+                      "entry_status": "Finished", "eligible": True, "sensors": [], "values": [], "labels": []})
+
+
+def test_export_folder_holds_only_what_bench2drives_tools_read(tmp_path):
+    from carla_eval.cli import main as cli_main
+
+    run = tmp_path / "run"
+    run.mkdir()
+    a, b = _two_records()
+    store = ResultsStore.create(run / "results.json", [a["route_id"], b["route_id"]])
+    store.add(a)
+    store.add(b)
+    store.save()
+    (run / "run_manifest.json").write_text("{}")
+    (run / "metrics.json").write_text("{}")
+    info = run / "metric_info" / a["save_name"] / "metric_info.json"
+    info.parent.mkdir(parents=True)
+    info.write_text('{"0": {}}')
+    out = tmp_path / "b2d"
+    assert cli_main(["export", str(run), "--out", str(out)]) == 0
+    jsons = sorted(out.glob("*.json"))  # what tools/merge_route_json.py globs
+    assert [p.name for p in jsons] == ["run.json"]
+    for p in jsons:
+        assert "records" in json.loads(p.read_text())["_checkpoint"]
+    assert (out / a["save_name"] / "metric_info.json").is_file()  # efficiency tool: -m DIR
+    assert cli_main(["export", str(run), "--out", str(out)]) == 2  # would mix with the old files

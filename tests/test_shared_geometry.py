@@ -54,3 +54,55 @@ def test_ego_world_round_trip():
     pts = rng.normal(size=(20, 2)) * 50
     ego, yaw = np.array([3.0, -7.0]), 2.1
     assert np.allclose(ego_to_world(world_to_ego(pts, ego, yaw), ego, yaw), pts)
+
+
+# ------------------------------------------------------------------ geo-reference from the global plan
+import math as _math
+
+import numpy as _np
+
+from agent.geo import GeoFitError, plan_geo_reference, solve_geo_reference
+
+
+def _plan(ref, n=120):
+    """A 2.4 km curved route in world metres and its GPS form through CARLA's conversion."""
+    t = _np.linspace(0.0, 1.0, n)
+    world = _np.stack([-1500.0 + 1800.0 * t, 3600.0 - 900.0 * t + 300.0 * _np.sin(4.0 * t)], axis=-1)
+    gps = _np.array([ref.world_to_gnss(x, y)[:2] for x, y in world])
+    return gps, world
+
+
+def test_geo_reference_is_solved_for_town13_and_another_town():
+    for lat, lon in ((41.0937, -81.5937), (-33.8688, 151.2093)):
+        ref = GeoReference(lat, lon)
+        gps, world = _plan(ref)
+        solved = solve_geo_reference(gps, world)
+        assert abs(solved.lat_ref - lat) < 1e-9 and abs(solved.lon_ref - lon) < 1e-9
+        back = solved.gnss_array_to_world(gps)
+        assert _np.max(_np.abs(back - world)) < 1e-4
+        # a (0, 0) decoder gets Town13's distances wrong by 1/cos(lat): 1.33x there
+        wrong = GeoReference().gnss_array_to_world(gps)
+        ratio = _np.linalg.norm(_np.diff(wrong, axis=0), axis=1).sum() / _np.linalg.norm(_np.diff(world, axis=0), axis=1).sum()
+        assert ratio == pytest.approx(1.0 / _math.cos(_math.radians(lat)), rel=2e-3)
+
+
+def test_geo_reference_from_leaderboard_plan_forms_and_bad_plans():
+    class Loc:
+        def __init__(self, x, y):
+            self.x, self.y, self.z = x, y, 0.0
+
+    class Transform:
+        def __init__(self, x, y):
+            self.location = Loc(x, y)
+
+    ref = GeoReference(41.0937, -81.5937)
+    gps, world = _plan(ref, 30)
+    gps_plan = [({"lat": la, "lon": lo, "z": 0.0}, 4) for la, lo in gps]
+    world_plan = [(Transform(x, y), 4) for x, y in world]
+    solved = plan_geo_reference(gps_plan, world_plan)
+    assert abs(solved.lat_ref - 41.0937) < 1e-9
+    shifted = [(Transform(x + (25.0 if i == 7 else 0.0), y), 4) for i, (x, y) in enumerate(world)]
+    with pytest.raises(GeoFitError, match="point 7 is"):
+        plan_geo_reference(gps_plan, shifted)
+    with pytest.raises(GeoFitError, match="point for point"):
+        plan_geo_reference(gps_plan, world_plan[:-1])

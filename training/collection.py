@@ -207,7 +207,9 @@ class DecodeSettings:
         from agent.agent_config import agent_config_from_dict, load_agent_config
 
         a = load_agent_config(path) if path else agent_config_from_dict({"model": "."})
-        return cls(a.rig, a.lat_ref, a.lon_ref, a.acceleration_source, a.max_abs_acceleration,
+        # collection runs on the sandbox, whose geo-reference is (0, 0); None means "solve from the plan"
+        lat_ref, lon_ref = (0.0, 0.0) if a.lat_ref is None else (a.lat_ref, a.lon_ref)
+        return cls(a.rig, lat_ref, lon_ref, a.acceleration_source, a.max_abs_acceleration,
                    a.route.reach_radius_m, a.route.min_spacing_m, a.route.lane_change_hold_m)
 
 
