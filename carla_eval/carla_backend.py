@@ -458,9 +458,7 @@ class CarlaBackend:
                                              supervise=self.supervise, grace_s=self.stop_grace_s)
         self.ports = find_free_ports(self.worker_index, self.rpc_base, self.tm_base, self.port_stride)
         self.server_cfg = CarlaServerConfig(Path(self.carla_root), self.gpu, tuple(self.extra_server_args))
-        record = Path(self.record_dir).resolve() if self.record_dir else None
-        if record is not None:
-            record.mkdir(parents=True, exist_ok=True)
+        record = Path(self.record_dir).resolve() if self.record_dir else None  # made at the first route
         self.eval_cfg = EvaluatorConfig(
             Path(self.leaderboard_root), Path(self.scenario_runner_root), Path(self.carla_root), self.python,
             timeout_s=self.timeout_s, record_dir=record,
@@ -546,6 +544,8 @@ class CarlaBackend:
         if not isinstance(agent, (str, os.PathLike)):
             raise TypeError("the CARLA backend runs agent FILES through the leaderboard evaluator")
         self._ensure_server()
+        if self.eval_cfg.record_dir is not None:  # inside the run folder: not before the run writes it
+            self.eval_cfg.record_dir.mkdir(parents=True, exist_ok=True)
         rid = route.record_id(repetition)
         routes_xml = self.root / "routes" / f"{rid}.xml"
         routes_xml.parent.mkdir(parents=True, exist_ok=True)
