@@ -20,7 +20,7 @@ import logging
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
@@ -36,22 +36,23 @@ logger = logging.getLogger("agent.ik_agent")
 NOMINAL_DT_S = 0.05  # leaderboard tick (20 Hz): used when the timestamps give no usable dt
 
 
-class Planner(Protocol):
-    """What the loop needs from the model side (agent/plan_runner.py's PlanRunner)."""
+class Planner:
+    """What the loop needs from the model side (agent/planning.py's Planner); duck-typed, documentation
+    only (``typing.Protocol`` needs Python 3.8 and this module runs on 3.7)."""
 
     def plan(self, images: np.ndarray, command: int, speed: float, acceleration: float,
              target_point: np.ndarray) -> Any:  # -> object with .trajectory [T, 2] and .timings
-        ...
+        raise NotImplementedError
 
 
-class TrajectoryTracker(Protocol):
-    """What the loop needs from the controller (agent/controller.py's TrajectoryController)."""
+class TrajectoryTracker:
+    """What the loop needs from the controller (agent/controller.py's TrajectoryController); duck-typed."""
 
     def step(self, trajectory: np.ndarray, speed: float, dt: float) -> Any:  # .throttle .steer .brake
-        ...
+        raise NotImplementedError
 
     def reset(self) -> None:
-        ...
+        raise NotImplementedError
 
 
 def _checked_trajectory(trajectory: Any) -> np.ndarray:

@@ -332,7 +332,7 @@ def test_no_metric_info_without_a_hero_vehicle(tiny_models, tmp_path):
 
 def run_python(code, env_extra=None, cwd=None):
     env = dict(os.environ)
-    env.pop("PYTHONPATH", None)
+    env["PYTHONPATH"] = str(REPO)  # the project root only, like the submission image's TEAM_CODE_ROOT
     env.update(env_extra or {})
     result = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True,
                             timeout=240, env=env, cwd=cwd)
