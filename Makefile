@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-slow weights bench-model venv clean
+.PHONY: demo test test-slow weights bench-model bench-serve client-envs venv clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -32,5 +32,12 @@ weights: $(STAMP)
 bench-model: $(STAMP)
 	$(BIN)/python -m agent.model.benchmark --preset tiny
 
+bench-serve: $(STAMP)
+	$(BIN)/python -m agent.benchmark_serve
+
+# Python 3.7 / 3.8 environments of the agent client (.venv-py37, .venv-py38), used by the tests
+client-envs:
+	.ci/client_envs.sh
+
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) .venv-py37 .venv-py38 .pytest_cache

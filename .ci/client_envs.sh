@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Builds the agent-client environments (Python 3.7 and 3.8, the Python of the CARLA evaluators) in
 # .venv-py37/ and .venv-py38/: numpy, carla 0.9.15, pyzmq and PyYAML only (the client's
-# dependencies), plus pytest-free tooling is not needed there: the tests drive them as subprocesses.
+# dependencies); the tests run the agent client in them as subprocesses.
 # A stamp file holding the requirement list keeps a built environment between runs.
-# Interpreters: $PYENV_ROOT/versions/<version>/bin/python (pyenv), override with PY37 / PY38.
+# Interpreters: pyenv's 3.7.16 and 3.8.18 ($PYENV_ROOT, default ~/.pyenv).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYENV_ROOT="${PYENV_ROOT:-$HOME/.pyenv}"
@@ -29,5 +29,5 @@ build() {  # build <folder> <interpreter>
     echo "$folder: built with $("$folder/bin/python" --version)"
 }
 
-build .venv-py37 "${PY37:-$PYENV_ROOT/versions/3.7.16/bin/python}"
-build .venv-py38 "${PY38:-$PYENV_ROOT/versions/3.8.18/bin/python}"
+build .venv-py37 "$PYENV_ROOT/versions/3.7.16/bin/python"
+build .venv-py38 "$PYENV_ROOT/versions/3.8.18/bin/python"

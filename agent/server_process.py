@@ -13,7 +13,6 @@ import logging
 import os
 import signal
 import subprocess
-import time
 from pathlib import Path
 from typing import Dict, IO, List, Optional
 
@@ -121,14 +120,3 @@ class ServerProcess:
         if self._log is not None:
             self._log.close()
             self._log = None
-
-
-def wait_for(predicate, timeout_s: float, interval_s: float = 0.05) -> bool:
-    """Poll ``predicate()`` until it is true or ``timeout_s`` passes; returns its last value."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        if predicate():
-            return True
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(interval_s)

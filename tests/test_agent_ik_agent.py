@@ -473,6 +473,7 @@ def test_no_module_in_agent_shadows_a_package_it_or_the_leaderboard_imports():
         "transformers", "diffusers", "accelerate", "tokenizers", "safetensors", "scipy", "PIL", "py_trees",
         "networkx", "shapely", "six", "dictor", "tabulate", "xmlschema", "ephem", "pygame", "gymnasium",
         "highway_env", "ray", "av", "rich", "requests", "psutil", "pexpect", "huggingface_hub", "tqdm", "agent",
+        "zmq", "msgpack",
     }
     names = {p.stem for p in AGENT_DIR.glob("*.py")} | {p.name for p in AGENT_DIR.iterdir() if (p / "__init__.py").exists()}
     names.discard("__init__")

@@ -313,3 +313,55 @@ def test_planner_config(tmp_path):
 def test_planner_config_errors_name_the_key(planner, message):
     with pytest.raises(ConfigError, match=message):
         agent_config_from_dict({"model": "m", "planner": planner})
+
+
+# ----------------------------------------------------------------------------- the agent in both modes
+def drive_agent(config_path, ticks=12):
+    from agent.geo import GeoReference
+    from agent.ik_agent import IKAgent
+    from agent.rigs import get_rig
+    from agent.synthetic import gps_plan, make_input_data, straight_route, world_plan
+
+    agent = IKAgent("localhost", 2000, False)
+    points = straight_route(200.0)
+    agent.set_global_plan(gps_plan(points, [4] * len(points), GeoReference()), world_plan(points, [4] * len(points)))
+    agent.setup(str(config_path))
+    out = []
+    for k in range(ticks):
+        data = make_input_data(get_rig("sandbox-bev"), GeoReference(), (0.2 * k, 0.0), 0.0, 4.0, k,
+                               rng=np.random.default_rng(k))
+        control = agent.run_step(data, 0.05 * k)
+        out.append((agent.last_tick.ok, agent.last_tick.trajectory.copy(), (control.throttle, control.steer, control.brake)))
+    planner = agent._planner
+    agent.destroy()
+    return out, planner
+
+
+def test_ik_agent_plans_the_same_in_process_and_through_the_server(server, tmp_path):
+    import yaml
+
+    address, _ = server
+    base = yaml.safe_load((MODEL / "agent.yaml").read_text())
+    base["model"] = str(MODEL)
+    for name, planner in (("local", {"mode": "inprocess"}), ("served", {"mode": "server", "address": address})):
+        (tmp_path / f"{name}.yaml").write_text(yaml.safe_dump({**base, "planner": planner}))
+    local, local_planner = drive_agent(tmp_path / "local.yaml")
+    served, served_planner = drive_agent(tmp_path / "served.yaml")
+    assert type(local_planner.backend).__name__ == "PlanRunner"
+    assert type(served_planner.backend).__name__ == "ServerClient" and served_planner.requests == 6
+    for (ok_a, traj_a, control_a), (ok_b, traj_b, control_b) in zip(local, served):
+        assert ok_a and ok_b
+        np.testing.assert_allclose(traj_b, traj_a, rtol=0, atol=1e-6)
+        np.testing.assert_allclose(control_b, control_a, rtol=0, atol=1e-6)
+    assert server[1].poll() is None  # an attached agent leaves the server running
+
+
+def test_server_exits_when_idle_or_orphaned(tmp_path):
+    idle = start_server(f"ipc://{tmp_path}/idle.sock", "--idle-exit-s", "1")
+    dead_parent = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead_parent.wait()
+    orphan = start_server(f"ipc://{tmp_path}/orphan.sock", "--parent-pid", str(dead_parent.pid))
+    code, out = stop_after_exit(idle, timeout=120)
+    assert code == 0 and "no request for 1 s" in out, out
+    code, out = stop_after_exit(orphan, timeout=120)
+    assert code == 0 and f"parent process {dead_parent.pid} is gone" in out, out
