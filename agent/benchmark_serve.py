@@ -5,7 +5,9 @@
    encoding, the Unix-socket hop both ways, the server's parsing and checks, decoding.
 2. Throughput: N = 1, 2, 4 client processes planning back to back against one server, compared with
    N processes that each hold the model in-process (``--num-threads`` torch threads per process, also
-   the server's). Reports plans/s over all clients and the latency per plan seen by a client.
+   the server's). Reports plans/s over all clients and the latency per plan seen by a client. Each N
+   runs both modes back to back (the order flips every round, ``--rounds``), so a pair sees about the
+   same load on a shared machine.
 
 Every worker plans on its own random inputs with the agent's :class:`agent.planning.Planner`, so the
 requests are what the agent sends (``num_samples`` from the model's agent.yaml unless given). Results
@@ -99,7 +101,7 @@ def ipc_overhead(ticks: int, address: str) -> dict[str, Any]:
 
 # --------------------------------------------------------------------------- throughput workers
 def _worker(kind: str, index: int, model: str, address: str | None, plans: int, num_samples: int,
-            num_threads: int, ready: Any, go: Any, results: Any) -> None:
+            num_threads: int, device: str, ready: Any, go: Any, results: Any) -> None:
     try:
         if kind == "server":
             from agent.plan_client import ServerClient
@@ -114,11 +116,12 @@ def _worker(kind: str, index: int, model: str, address: str | None, plans: int, 
             torch.set_num_threads(num_threads)
             from agent.plan_runner import PlanRunner
 
-            backend = PlanRunner(load_pipeline(model), device="cpu")
+            backend = PlanRunner(load_pipeline(model, device=device), device=device)
         planner = Planner(backend, seed=index, num_samples=num_samples)
         rng = np.random.default_rng(index)
         inputs = [_random_inputs(backend.geometry, rng) for _ in range(8)]
-        planner.plan(*inputs[0])  # warm-up
+        for _ in range(5):  # warm-up (first-call allocations)
+            planner.plan(*inputs[0])
         ready.put(index)
         go.wait()
         latencies, batches = [], []
@@ -137,12 +140,12 @@ def _worker(kind: str, index: int, model: str, address: str | None, plans: int, 
 
 
 def throughput(kind: str, clients: int, model: str, address: str | None, plans: int, num_samples: int,
-               num_threads: int) -> dict[str, Any]:
+               num_threads: int, device: str = "cpu") -> dict[str, Any]:
     """N workers planning back to back: aggregate plans/s and per-plan latency."""
     ctx = mp.get_context("spawn")
     ready, results, go = ctx.Queue(), ctx.Queue(), ctx.Event()
     procs = [ctx.Process(target=_worker, args=(kind, i, model, address, plans, num_samples, num_threads,
-                                               ready, go, results)) for i in range(clients)]
+                                               device, ready, go, results)) for i in range(clients)]
     for p in procs:
         p.start()
     for _ in procs:
@@ -162,9 +165,11 @@ def throughput(kind: str, clients: int, model: str, address: str | None, plans: 
             "mean_batch": float(statistics.mean(batches))}
 
 
-def _start_server(model: str, address: str, num_threads: int, max_wait_ms: float) -> subprocess.Popen:
+def _start_server(model: str, address: str, num_threads: int, max_wait_ms: float,
+                  device: str = "cpu") -> subprocess.Popen:
     env = dict(os.environ, PYTHONPATH=str(REPO))
     return subprocess.Popen([sys.executable, "-m", "agent.serve", "--model", model, "--listen", address,
+                             "--device", device,
                              "--num-threads", str(num_threads), "--max-wait-ms", str(max_wait_ms),
                              "--log-level", "WARNING"], env=env, cwd=str(REPO), start_new_session=True)
 
@@ -208,13 +213,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ipc-ticks", type=int, default=1000)
     parser.add_argument("--num-samples", type=int, default=None, help="default: the model's agent.yaml")
     parser.add_argument("--num-threads", type=int, default=1, help="torch threads per process (server included)")
+    parser.add_argument("--device", default="cpu", help="torch device of the server and the in-process agents")
     parser.add_argument("--max-wait-ms", type=float, default=3.0)
+    parser.add_argument("--rounds", type=int, default=2, help="repetitions of the throughput table (order flipped)")
     parser.add_argument("--skip-throughput", action="store_true")
     parser.add_argument("--out", default=None, help="results JSON")
     args = parser.parse_args(argv)
     model = os.path.realpath(args.model)
     num_samples = args.num_samples or _shipped_num_samples(Path(model))
-    report: dict[str, Any] = {"model": model, "num_samples": num_samples, "num_threads": args.num_threads,
+    report: dict[str, Any] = {"model": model, "device": args.device, "num_samples": num_samples,
+                              "num_threads": args.num_threads,
                               "cpus": os.cpu_count(), "max_wait_ms": args.max_wait_ms}
     with tempfile.TemporaryDirectory(prefix="ik-bench-") as tmp:
         report["ipc"] = ipc_overhead(args.ipc_ticks, f"ipc://{tmp}/stub.sock")
@@ -224,24 +232,27 @@ def main(argv: list[str] | None = None) -> int:
         if not args.skip_throughput:
             rows = []
             address = f"ipc://{tmp}/model.sock"
-            server = _start_server(model, address, args.num_threads, args.max_wait_ms)
+            server = _start_server(model, address, args.num_threads, args.max_wait_ms, args.device)
             try:
                 _wait_ready(address, server)
-                for n in args.clients:
-                    rows.append(throughput("server", n, model, address, args.plans, num_samples, args.num_threads))
-                    print(json.dumps(rows[-1]), flush=True)
+                for round_index in range(args.rounds):
+                    for n in args.clients:  # both modes back to back: the same machine load for the pair
+                        kinds = ("server", "inprocess") if round_index % 2 == 0 else ("inprocess", "server")
+                        for kind in kinds:
+                            row = throughput(kind, n, model, address if kind == "server" else None, args.plans,
+                                             num_samples, args.num_threads, args.device)
+                            row["round"] = round_index
+                            rows.append(row)
+                            print(json.dumps(row), flush=True)
             finally:
                 _stop(server)
-            for n in args.clients:
-                rows.append(throughput("inprocess", n, model, None, args.plans, num_samples, args.num_threads))
-                print(json.dumps(rows[-1]), flush=True)
             report["throughput"] = rows
-            print("\n| clients | mode | plans/s (all clients) | latency median / p90 (ms) | mean batch |")
-            print("|---|---|---|---|---|")
-            for row in sorted(rows, key=lambda r: (r["clients"], r["kind"])):
+            print("\n| round | clients | mode | plans/s (all clients) | latency median / p90 (ms) | mean batch |")
+            print("|---|---|---|---|---|---|")
+            for row in sorted(rows, key=lambda r: (r["round"], r["clients"], r["kind"])):
                 lat = row["latency_ms"]
-                print(f"| {row['clients']} | {row['kind']} | {row['plans_per_s']:.1f} | {lat['median']:.1f} / "
-                      f"{lat['p90']:.1f} | {row['mean_batch']:.2f} |")
+                print(f"| {row['round'] + 1} | {row['clients']} | {row['kind']} | {row['plans_per_s']:.1f} | "
+                      f"{lat['median']:.1f} / {lat['p90']:.1f} | {row['mean_batch']:.2f} |")
     if args.out:
         write_json_atomic(Path(args.out), report)
     return 0

@@ -164,14 +164,14 @@ class IKAgent(AutonomousAgent):
 
             self._runner = backend = PlanRunner(self._load_pipeline(config), device=config.device)
         else:
-            try:
-                from agent.plan_client import ServerSetupError, connect_server
-            except ImportError as exc:
-                raise AgentSetupError(f"planner mode 'server' needs pyzmq in the evaluator's Python ({exc})") from exc
+            from agent.plan_client import ServerSetupError, connect_server
+
             try:
                 backend = connect_server(config.planner, str(config.model), config.device, config.num_threads)
             except ServerSetupError as exc:
                 raise AgentSetupError(str(exc)) from exc
+            except ImportError as exc:  # pyzmq is imported when the client is built
+                raise AgentSetupError(f"planner mode 'server' needs pyzmq in the evaluator's Python ({exc})") from exc
         return Planner(backend, seed=config.seed, num_inference_steps=config.num_inference_steps,
                        num_samples=config.num_samples)
 
