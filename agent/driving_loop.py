@@ -26,6 +26,7 @@ import numpy as np
 
 from agent.creep import CREEP, PROBE, CreepConfig, CreepGovernor
 from agent.odometry import Odometry, Pose2D, move_plan
+from agent.planning import PlannerUnavailable
 from agent.route_planner import RoutePlanner, RouteTarget
 from agent.safety import (SAFE_CONTROL, Control, RateLimitedWarner, SafetyConfig, apply_speed_limit,
                           sanitize_control)
@@ -172,6 +173,9 @@ class DrivingLoop:
             try:
                 plan = self.planner.plan(frame.images, target.command, ego.speed, ego.acceleration, target.target_ego)
                 trajectory = _checked_trajectory(plan.trajectory)
+            except PlannerUnavailable as exc:  # the model server is away: logged by its client, no traceback
+                self._plan = None
+                return self._fail("planner", "model server unavailable: %s", exc, frame=frame, target=target)
             except Exception as exc:
                 self._plan = None
                 return self._fail("model", "model failed: %r", exc, exc_info=True, frame=frame, target=target)
