@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-slow weights bench-model venv clean
+.PHONY: demo test test-slow weights bench-model bench-serve client-envs venv clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -19,10 +19,10 @@ venv: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/python -m carla_eval.demo
 
-test: $(STAMP)
+test: $(STAMP) client-envs
 	$(BIN)/python -m pytest -q -m "not slow"
 
-test-slow: $(STAMP)
+test-slow: $(STAMP) client-envs
 	# exit code 5 = no slow test collected (e.g. a subset checkout); anything else fails
 	$(BIN)/python -m pytest -q -m "slow" || [ $$? -eq 5 ]
 
@@ -32,5 +32,12 @@ weights: $(STAMP)
 bench-model: $(STAMP)
 	$(BIN)/python -m agent.model.benchmark --preset tiny
 
+bench-serve: $(STAMP)
+	$(BIN)/python -m agent.benchmark_serve
+
+# Python 3.7 / 3.8 environments of the agent client (.venv-py37, .venv-py38), used by the tests
+client-envs:
+	.ci/client_envs.sh
+
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) .venv-py37 .venv-py38 .pytest_cache

@@ -28,9 +28,10 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Union
+from typing import Any, Optional, Union
 
 from agent.creep import CreepConfig
+from agent.planning import PlannerConfig
 from agent.rigs import RIGS
 from agent.route_planner import RoutePlannerConfig
 from agent.safety import SafetyConfig
@@ -82,18 +83,23 @@ class AgentConfig:
             the agent falls back to the ``SAVE_PATH`` environment variable, as Bench2Drive's scripts
             set it; none at all: no metric_info).
         metric_info_every: rewrite metric_info.json every this many ticks (0: only at the end).
+        planner: where the plans are computed (agent/planning.py ``PlannerConfig``): ``{mode: inprocess}``
+            (default: the model in this process, needs the project's Python >= 3.10) or
+            ``{mode: server, address: ..., start: {python: ...}}`` (a model server; the evaluator
+            may then be Python 3.7). ``model``, ``device`` and ``num_threads`` are the server's in
+            server mode; ``seed``, ``num_inference_steps`` and ``num_samples`` travel with each request.
     """
 
     model: Path
     device: str = "cpu"
     rig: str = "sandbox-bev"
     planning_hz: float = 10.0
-    num_inference_steps: int | None = None
+    num_inference_steps: Optional[int] = None
     num_samples: int = 1
     seed: int = 0
-    num_threads: int | None = None
-    lat_ref: float | None = None
-    lon_ref: float | None = None
+    num_threads: Optional[int] = None
+    lat_ref: Optional[float] = None
+    lon_ref: Optional[float] = None
     acceleration_source: str = "imu"
     max_abs_acceleration: float = 15.0
     controller: Any = field(default_factory=_default_controller)
@@ -101,8 +107,9 @@ class AgentConfig:
     creep: CreepConfig = field(default_factory=CreepConfig)
     safety: SafetyConfig = field(default_factory=SafetyConfig)
     debug_frames: bool = False
-    save_path: Path | None = None
+    save_path: Optional[Path] = None
     metric_info_every: int = 100
+    planner: PlannerConfig = field(default_factory=PlannerConfig)
 
     def __post_init__(self) -> None:
         if not _DEVICE_RE.match(self.device):
@@ -136,11 +143,27 @@ def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", str(tp))
 
 
+_UNION_ORIGINS = (Union, getattr(types, "UnionType", Union))  # ``X | None`` exists from Python 3.10
+_LITERAL = getattr(typing, "Literal", None)  # Python >= 3.8
+
+
+def _origin(tp: Any) -> Any:
+    """``typing.get_origin`` (Python >= 3.8), or the ``__origin__`` it reads on Python 3.7."""
+    get_origin = getattr(typing, "get_origin", None)
+    return get_origin(tp) if get_origin is not None else getattr(tp, "__origin__", None)
+
+
+def _args(tp: Any) -> tuple:
+    """``typing.get_args`` (Python >= 3.8), or ``__args__`` on Python 3.7."""
+    get_args = getattr(typing, "get_args", None)
+    return tuple(get_args(tp)) if get_args is not None else tuple(getattr(tp, "__args__", ()))
+
+
 def _coerce(value: Any, tp: Any, where: str) -> Any:
     """Check ``value`` against the annotation ``tp``; return it converted (int -> float, str -> Path)."""
-    origin = typing.get_origin(tp)
-    if origin in (Union, types.UnionType):
-        args = typing.get_args(tp)
+    origin = _origin(tp)
+    if origin in _UNION_ORIGINS:
+        args = _args(tp)
         if value is None and type(None) in args:
             return None
         errors = []
@@ -153,7 +176,7 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
                 errors.append(str(exc))
         raise ConfigError(errors[0] if len(errors) == 1 else f"{where}: {value!r} does not fit {tp}")
     if origin is tuple:
-        args = typing.get_args(tp)
+        args = _args(tp)
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{where}: expected a list, got {type(value).__name__} {value!r}")
         if len(args) == 2 and args[1] is Ellipsis:
@@ -161,9 +184,9 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         if len(value) != len(args):
             raise ConfigError(f"{where}: expected {len(args)} values, got {len(value)}")
         return tuple(_coerce(v, a, f"{where}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
-    if origin is typing.Literal:
-        if value not in typing.get_args(tp):
-            raise ConfigError(f"{where}: {value!r} is not one of {list(typing.get_args(tp))}")
+    if _LITERAL is not None and origin is _LITERAL:
+        if value not in _args(tp):
+            raise ConfigError(f"{where}: {value!r} is not one of {list(_args(tp))}")
         return value
     if dataclasses.is_dataclass(tp):
         return build_dataclass(tp, value, where)
@@ -228,8 +251,9 @@ def build_dataclass(cls: type, data: Any, where: str = "") -> Any:
 
 
 def agent_config_from_dict(data: Any, base_dir: Path | None = None) -> AgentConfig:
-    """An :class:`AgentConfig` from a parsed YAML mapping; relative ``model``/``save_path`` resolve
-    against ``base_dir`` (the YAML file's folder)."""
+    """An :class:`AgentConfig` from a parsed YAML mapping; relative ``model``, ``save_path``,
+    ``planner.start.python`` (when it holds a ``/``) and ``planner.start.log_file`` resolve against
+    ``base_dir`` (the YAML file's folder)."""
     if not isinstance(data, dict):
         raise ConfigError(f"config: expected a mapping at the top level, got {type(data).__name__}")
     if "model" not in data:
@@ -241,6 +265,16 @@ def agent_config_from_dict(data: Any, base_dir: Path | None = None) -> AgentConf
             updates["model"] = (Path(base_dir) / config.model).resolve()
         if config.save_path is not None and not config.save_path.is_absolute():
             updates["save_path"] = (Path(base_dir) / config.save_path).resolve()
+        start = config.planner.start
+        if start is not None:
+            start_updates = {}
+            if "/" in start.python and not Path(start.python).is_absolute():
+                start_updates["python"] = str((Path(base_dir) / start.python).resolve())
+            if start.log_file is not None and not Path(start.log_file).is_absolute():
+                start_updates["log_file"] = str((Path(base_dir) / start.log_file).resolve())
+            if start_updates:
+                updates["planner"] = dataclasses.replace(
+                    config.planner, start=dataclasses.replace(start, **start_updates))
         if updates:
             config = dataclasses.replace(config, **updates)
     return config

@@ -20,12 +20,13 @@ import logging
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
 from agent.creep import CREEP, PROBE, CreepConfig, CreepGovernor
 from agent.odometry import Odometry, Pose2D, move_plan
+from agent.planning import PlannerUnavailable
 from agent.route_planner import RoutePlanner, RouteTarget
 from agent.safety import (SAFE_CONTROL, Control, RateLimitedWarner, SafetyConfig, apply_speed_limit,
                           sanitize_control)
@@ -36,22 +37,23 @@ logger = logging.getLogger("agent.ik_agent")
 NOMINAL_DT_S = 0.05  # leaderboard tick (20 Hz): used when the timestamps give no usable dt
 
 
-class Planner(Protocol):
-    """What the loop needs from the model side (agent/plan_runner.py's PlanRunner)."""
+class Planner:
+    """What the loop needs from the model side (agent/planning.py's Planner); duck-typed, documentation
+    only (``typing.Protocol`` needs Python 3.8 and this module runs on 3.7)."""
 
     def plan(self, images: np.ndarray, command: int, speed: float, acceleration: float,
              target_point: np.ndarray) -> Any:  # -> object with .trajectory [T, 2] and .timings
-        ...
+        raise NotImplementedError
 
 
-class TrajectoryTracker(Protocol):
-    """What the loop needs from the controller (agent/controller.py's TrajectoryController)."""
+class TrajectoryTracker:
+    """What the loop needs from the controller (agent/controller.py's TrajectoryController); duck-typed."""
 
     def step(self, trajectory: np.ndarray, speed: float, dt: float) -> Any:  # .throttle .steer .brake
-        ...
+        raise NotImplementedError
 
     def reset(self) -> None:
-        ...
+        raise NotImplementedError
 
 
 def _checked_trajectory(trajectory: Any) -> np.ndarray:
@@ -171,6 +173,9 @@ class DrivingLoop:
             try:
                 plan = self.planner.plan(frame.images, target.command, ego.speed, ego.acceleration, target.target_ego)
                 trajectory = _checked_trajectory(plan.trajectory)
+            except PlannerUnavailable as exc:  # the model server is away: logged by its client, no traceback
+                self._plan = None
+                return self._fail("planner", "model server unavailable: %s", exc, frame=frame, target=target)
             except Exception as exc:
                 self._plan = None
                 return self._fail("model", "model failed: %r", exc, exc_info=True, frame=frame, target=target)

@@ -6,11 +6,16 @@ file as the top-level module ``ik_agent``, calls :func:`get_entry_point` and bui
 per tick ``run_step(input_data, timestamp)`` -> ``destroy()``. The embedded sandbox plays the same
 evaluator part.
 
-Importing this module is cheap and needs neither torch, nor the leaderboard, nor a CARLA server:
-the model is imported and loaded in :meth:`IKAgent.setup`. ``IKAgent`` derives from the
-leaderboard's ``AutonomousAgent`` when ``leaderboard`` is importable, else from the equivalent
-``agent.base_agent.AutonomousAgent``. The project's modules are imported as ``agent.<module>``
-(the project must be installed, e.g. ``pip install -e .``).
+This module and everything it imports in server mode run on Python 3.7+ with numpy, carla, PyYAML
+and pyzmq only: the plans then come from a model server (``python -m agent.serve``, started by
+``setup`` or already running) in the project's own environment. In-process mode
+(``planner: {mode: inprocess}``, the default) imports torch and the model in :meth:`IKAgent.setup`
+and needs the project's Python (>= 3.10). Importing this module is cheap and needs neither torch,
+nor the leaderboard, nor a CARLA server. ``IKAgent`` derives from the leaderboard's
+``AutonomousAgent`` when ``leaderboard`` is importable, else from the equivalent
+``agent.base_agent.AutonomousAgent``. The project's modules are imported as ``agent.<module>``:
+the project root must be on ``PYTHONPATH`` (e.g. the submission image's ``TEAM_CODE_ROOT``) or the
+project installed.
 
 See docs/agent.md for the configuration keys, the sensor rigs and the frames.
 """
@@ -59,7 +64,8 @@ class IKAgent(AutonomousAgent):
         self.save_name: str | None = None
         self._rig = None
         self._loop = None
-        self._runner = None
+        self._planner = None  # agent.planning.Planner: the model in-process or a model server client
+        self._runner = None  # the in-process agent.plan_runner.PlanRunner (None with a server)
         self._recorder = None
         self._ticks = 0
         self._hero_retry_at = 0
@@ -88,19 +94,19 @@ class IKAgent(AutonomousAgent):
 
     # ----------------------------------------------------------------- setup
     def setup(self, path_to_conf_file: str) -> None:
-        """Load the YAML config (``"<config>"`` or Bench2Drive's ``"<config>+<save_name>"``), the model,
-        and build the driving loop. Raises on a bad config, model or rig (the evaluator then records
-        "Agent couldn't be set up")."""
+        """Load the YAML config (``"<config>"`` or Bench2Drive's ``"<config>+<save_name>"``), the planner
+        (the model in-process, or a model server: ``planner.mode``), and build the driving loop. Raises
+        on a bad config, model, server or rig (the evaluator then records "Agent couldn't be set up")."""
         from agent.agent_config import load_agent_config, split_setup_argument
         from agent.controller import TrajectoryController
         from agent.driving_loop import DrivingLoop
         from agent.geo import GeoReference
-        from agent.plan_runner import PlanRunner
         from agent.rigs import get_rig
         from agent.route_planner import RoutePlanner
         from agent.safety import RateLimitedWarner
         from agent.sensor_io import SensorDecoder
 
+        self._close_planner()
         config_path, save_name = split_setup_argument(path_to_conf_file)
         config = load_agent_config(config_path)
         self.track = Track.SENSORS
@@ -117,32 +123,34 @@ class IKAgent(AutonomousAgent):
         route = RoutePlanner(config.route)
         route.set_gps_route(plan, geo)
 
-        runner = PlanRunner(self._load_pipeline(config), device=config.device,
-                            num_inference_steps=config.num_inference_steps, seed=config.seed,
-                            num_samples=config.num_samples)
-        if runner.num_cameras != rig.num_cameras:
+        self._planner = planner = self._make_planner(config)
+        geometry = planner.geometry
+        if geometry.num_cameras != rig.num_cameras:
+            self._close_planner()
             raise AgentSetupError(
-                f"the model at {config.model} reads {runner.num_cameras} camera(s) but rig {rig.name!r} "
+                f"the model at {config.model} reads {geometry.num_cameras} camera(s) but rig {rig.name!r} "
                 f"has {rig.num_cameras} ({', '.join(rig.camera_ids)})"
             )
-        if runner.image_size != rig.image_size:
-            logger.info("rig %s images %s are resized to the model's %s", rig.name, rig.image_size, runner.image_size)
+        if geometry.image_size != rig.image_size:
+            logger.info("rig %s images %s are resized to the model's %s", rig.name, rig.image_size,
+                        geometry.image_size)
         try:
-            runner.warm_up()
+            planner.warm_up()
         except Exception as exc:
+            self._close_planner()
             raise AgentSetupError(f"the model at {config.model} failed on a blank warm-up input: {exc!r}") from exc
         controller_config = config.controller
-        if abs(controller_config.waypoint_dt - runner.waypoint_dt) > 1e-9:
+        if abs(controller_config.waypoint_dt - geometry.waypoint_dt) > 1e-9:
             logger.info("controller.waypoint_dt %.3f s replaced by the model's %.3f s",
-                        controller_config.waypoint_dt, runner.waypoint_dt)
-            controller_config = dataclasses.replace(controller_config, waypoint_dt=runner.waypoint_dt)
+                        controller_config.waypoint_dt, geometry.waypoint_dt)
+            controller_config = dataclasses.replace(controller_config, waypoint_dt=geometry.waypoint_dt)
 
         warner = RateLimitedWarner(logger, config.safety.warn_interval_s)
-        self._runner = runner
         self._loop = DrivingLoop(
-            decoder=SensorDecoder(rig, geo, runner.image_size, config.acceleration_source, config.max_abs_acceleration),
+            decoder=SensorDecoder(rig, geo, geometry.image_size, config.acceleration_source,
+                                  config.max_abs_acceleration),
             route=route,
-            planner=runner,
+            planner=planner,
             controller=TrajectoryController(controller_config),
             planning_hz=config.planning_hz,
             creep=config.creep,
@@ -150,8 +158,34 @@ class IKAgent(AutonomousAgent):
             warner=warner,
         )
         self._setup_metric_info(config, save_name)
-        logger.info("IKAgent ready: model %s on %s, rig %s, planning at %.1f Hz (%s base)", config.model,
-                    config.device, rig.name, config.planning_hz, "leaderboard" if LEADERBOARD_BASE else "own")
+        where = config.planner.address if config.planner.mode == "server" else "in-process"
+        logger.info("IKAgent ready: model %s on %s (%s), rig %s, planning at %.1f Hz (%s base)", config.model,
+                    config.device, where, rig.name, config.planning_hz, "leaderboard" if LEADERBOARD_BASE else "own")
+
+    def _make_planner(self, config: Any) -> Any:
+        """An ``agent.planning.Planner`` over the in-process model or a model server client."""
+        from agent.planning import Planner
+
+        if config.planner.mode == "inprocess":
+            from agent.plan_runner import PlanRunner
+
+            self._runner = backend = PlanRunner(self._load_pipeline(config), device=config.device)
+        else:
+            from agent.plan_client import ServerSetupError, connect_server
+
+            try:
+                backend = connect_server(config.planner, str(config.model), config.device, config.num_threads)
+            except ServerSetupError as exc:
+                raise AgentSetupError(str(exc)) from exc
+            except ImportError as exc:  # pyzmq is imported when the client is built
+                raise AgentSetupError(f"planner mode 'server' needs pyzmq in the evaluator's Python ({exc})") from exc
+        return Planner(backend, seed=config.seed, num_inference_steps=config.num_inference_steps,
+                       num_samples=config.num_samples)
+
+    def _close_planner(self) -> None:
+        planner, self._planner, self._runner = self._planner, None, None
+        if planner is not None:
+            planner.close()
 
     @staticmethod
     def _load_pipeline(config: Any) -> Any:
@@ -283,7 +317,7 @@ class IKAgent(AutonomousAgent):
 
     # --------------------------------------------------------------- destroy
     def destroy(self) -> None:
-        """Write metric_info.json (when there is any) and release the model."""
+        """Write metric_info.json (when there is any), release the model, stop a server it started."""
         try:
             if self._recorder is not None and self._recorder.entries:
                 self._recorder.flush()
@@ -291,14 +325,12 @@ class IKAgent(AutonomousAgent):
             logger.warning("could not write %s: %s", self._recorder.path, exc)
         finally:
             self._recorder = None
-            device = getattr(self.config, "device", "cpu")
             self._loop = None
-            self._runner = None
             self.hero_actor = None
-            if device.startswith("cuda"):
-                import torch
-
-                torch.cuda.empty_cache()
+            try:
+                self._close_planner()  # stops a model server this agent started
+            except Exception as exc:
+                logger.warning("closing the planner failed: %r", exc)
 
 
 def _front_camera(rig):

@@ -75,7 +75,10 @@ def write_json_atomic(path: Path, payload: Any) -> None:
             json.dump(payload, handle)
         os.replace(tmp_name, path)
     except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
+        try:
+            os.unlink(tmp_name)
+        except FileNotFoundError:
+            pass
         raise
 
 

@@ -1,92 +1,99 @@
-"""Calls the model pipeline for one tick: numpy in, a checked ego-frame trajectory out.
+"""Runs the model pipeline on plan requests: numpy in, checked ego-frame trajectories out.
 
-This module imports torch; the agent imports it only in ``setup``.
+The in-process planner backend, and the model server's engine (agent/serve.py): both call
+:meth:`PlanRunner.run_batch`, so the same request gives the same plan in both modes. Each request
+draws its diffusion noise from its own generator seeded with ``request.seed``.
+
+This module imports torch: the agent imports it only in ``setup`` of the in-process mode.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import torch
 
 from agent.model import DrivingInputs
+from agent.planning import ModelGeometry, Plan, PlanError, PlanRequest
+
+__all__ = ["Plan", "PlanError", "PlanRunner", "model_geometry"]
 
 
-class PlanError(RuntimeError):
-    """The model returned something unusable (wrong shape, NaN/inf)."""
-
-
-@dataclass(frozen=True)
-class Plan:
-    """One model plan.
-
-    Attributes:
-        trajectory: float64 [T, 2], waypoints in the ego frame of the tick that made it (m, x forward,
-            y right), 0.5 s apart, the first 0.5 s ahead.
-        timings: stage latencies in ms (the pipeline's own plus "call": the whole call here).
-    """
-
-    trajectory: np.ndarray
-    timings: dict[str, float]
-
-
-def model_geometry(pipeline: Any) -> tuple[int, tuple[int, int], int, float]:
-    """(num_cameras, (H, W), num_waypoints, waypoint_dt s) of a pipeline, from ``pipeline.config``."""
+def model_geometry(pipeline: Any) -> ModelGeometry:
+    """The :class:`ModelGeometry` of a pipeline, from ``pipeline.config``."""
     config = pipeline.config
     size = tuple(int(v) for v in config.image_size)
-    return int(config.num_cameras), (size[0], size[1]), int(config.num_waypoints), float(config.waypoint_dt)
+    return ModelGeometry(num_cameras=int(config.num_cameras), image_size=(size[0], size[1]),
+                         num_waypoints=int(config.num_waypoints), waypoint_dt=float(config.waypoint_dt))
 
 
 class PlanRunner:
-    """Runs ``pipeline`` on one sample with a seeded generator (reproducible per route)."""
+    """Plans for :class:`PlanRequest` s with ``pipeline`` on ``device`` (a planner backend)."""
 
-    def __init__(self, pipeline: Any, device: str = "cpu", num_inference_steps: int | None = None,
-                 seed: int = 0, num_samples: int = 1) -> None:
+    def __init__(self, pipeline: Any, device: str = "cpu") -> None:
         self.pipeline = pipeline
         self.device = torch.device(device)
-        self.num_inference_steps = num_inference_steps
-        self.num_samples = int(num_samples)
-        self.num_cameras, self.image_size, self.num_waypoints, self.waypoint_dt = model_geometry(pipeline)
-        self.seed = int(seed)
-        self.generator = torch.Generator(device=self.device)
-        self.generator.manual_seed(self.seed)
+        self.geometry = model_geometry(pipeline)
+        self.num_cameras = self.geometry.num_cameras
+        self.image_size = self.geometry.image_size
+        self.num_waypoints = self.geometry.num_waypoints
+        self.waypoint_dt = self.geometry.waypoint_dt
 
-    def warm_up(self) -> Plan:
-        """One plan on blank inputs (first-call allocations happen here, and a setting the model
-        rejects, e.g. too many diffusion steps, fails here), then the generator is re-seeded."""
-        blank = np.zeros((self.num_cameras, self.image_size[0], self.image_size[1], 3), dtype=np.uint8)
-        plan = self.plan(blank, 4, 0.0, 0.0, np.array([10.0, 0.0]))
-        self.generator.manual_seed(self.seed)
-        return plan
+    def run(self, request: PlanRequest) -> Plan:
+        """The plan of one request; :class:`PlanError` when the model's output is unusable."""
+        result = self.run_batch([request])[0]
+        if isinstance(result, PlanError):
+            raise result
+        return result
 
-    def plan(self, images: np.ndarray, command: int, speed: float, acceleration: float,
-             target_point: np.ndarray) -> Plan:
-        """Plan from uint8 RGB ``images`` [N_cam, H, W, 3], a RoadOption ``command``, ``speed`` (m/s),
-        ``acceleration`` (m/s^2) and ``target_point`` [2] (ego frame, m)."""
+    def run_batch(self, requests: Sequence[PlanRequest]) -> list[Plan | PlanError]:
+        """Plans of requests with the same ``settings`` (steps, samples), in one model call.
+
+        One result per request: its :class:`Plan`, or a :class:`PlanError` when its trajectory is not
+        finite. A request that does not fit the model, or a model exception, raises for the batch."""
+        if not requests:
+            return []
+        settings = requests[0].settings
+        for request in requests:
+            request.check(self.geometry)
+            if request.settings != settings:
+                raise PlanError(f"a batch needs one (num_inference_steps, num_samples), got {settings} "
+                                f"and {request.settings}")
         start = time.perf_counter()
-        expected = (self.num_cameras, self.image_size[0], self.image_size[1], 3)
-        if images.shape != expected or images.dtype != np.uint8:
-            raise PlanError(f"images: expected uint8 {expected}, got {images.dtype} {images.shape}")
+        batch = len(requests)
         with torch.inference_mode():
-            pixels = torch.from_numpy(images).to(self.device).permute(0, 3, 1, 2).float().div_(255.0)
+            images = torch.from_numpy(np.stack([r.images for r in requests]))  # [B, N_cam, H, W, 3]
+            pixels = images.to(self.device).permute(0, 1, 4, 2, 3).float().div_(255.0)
+            targets = np.stack([np.asarray(r.target_point, dtype=np.float32) for r in requests])
             inputs = DrivingInputs(
-                images=pixels.unsqueeze(0),  # [1, N_cam, 3, H, W]
-                command=torch.tensor([int(command)], dtype=torch.int64, device=self.device),
-                speed=torch.tensor([float(speed)], dtype=torch.float32, device=self.device),
-                acceleration=torch.tensor([float(acceleration)], dtype=torch.float32, device=self.device),
-                target_point=torch.as_tensor(np.asarray(target_point, dtype=np.float32).reshape(1, 2),
-                                             device=self.device),
+                images=pixels,  # [B, N_cam, 3, H, W]
+                command=torch.tensor([int(r.command) for r in requests], dtype=torch.int64, device=self.device),
+                speed=torch.tensor([float(r.speed) for r in requests], dtype=torch.float32, device=self.device),
+                acceleration=torch.tensor([float(r.acceleration) for r in requests], dtype=torch.float32,
+                                          device=self.device),
+                target_point=torch.from_numpy(targets).to(self.device),
             )
-            output = self.pipeline(inputs, num_inference_steps=self.num_inference_steps, generator=self.generator,
-                                   num_samples=self.num_samples)
+            generators = [torch.Generator(device=self.device).manual_seed(int(r.seed)) for r in requests]
+            output = self.pipeline(inputs, num_inference_steps=settings[0], generator=generators,
+                                   num_samples=settings[1])
             trajectory = output.trajectory.detach().to("cpu", torch.float64).numpy()
-        if trajectory.shape != (1, self.num_waypoints, 2):
-            raise PlanError(f"trajectory: expected shape (1, {self.num_waypoints}, 2), got {trajectory.shape}")
-        if not np.isfinite(trajectory).all():
-            raise PlanError("trajectory contains NaN or inf")
+        expected = (batch, self.num_waypoints, 2)
+        if trajectory.shape != expected:
+            raise PlanError(f"trajectory: expected shape {expected}, got {trajectory.shape}")
         timings = {k: float(v) for k, v in dict(getattr(output, "timings", {}) or {}).items()}
         timings["call"] = (time.perf_counter() - start) * 1e3
-        return Plan(trajectory=trajectory[0], timings=timings)
+        results: list[Plan | PlanError] = []
+        for row in trajectory:
+            if np.isfinite(row).all():
+                results.append(Plan(trajectory=row.copy(), timings=dict(timings)))
+            else:
+                results.append(PlanError("trajectory contains NaN or inf"))
+        return results
+
+    def close(self) -> None:
+        """Release the model (and the CUDA cache when it ran on a GPU)."""
+        self.pipeline = None
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()

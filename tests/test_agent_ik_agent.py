@@ -333,7 +333,7 @@ def test_no_metric_info_without_a_hero_vehicle(tiny_models, tmp_path):
 
 def run_python(code, env_extra=None, cwd=None):
     env = dict(os.environ)
-    env.pop("PYTHONPATH", None)
+    env["PYTHONPATH"] = str(REPO)  # the project root only, like the submission image's TEAM_CODE_ROOT
     env.update(env_extra or {})
     result = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True,
                             timeout=240, env=env, cwd=cwd)
@@ -474,6 +474,7 @@ def test_no_module_in_agent_shadows_a_package_it_or_the_leaderboard_imports():
         "transformers", "diffusers", "accelerate", "tokenizers", "safetensors", "scipy", "PIL", "py_trees",
         "networkx", "shapely", "six", "dictor", "tabulate", "xmlschema", "ephem", "pygame", "gymnasium",
         "highway_env", "ray", "av", "rich", "requests", "psutil", "pexpect", "huggingface_hub", "tqdm", "agent",
+        "zmq", "msgpack",
     }
     names = {p.stem for p in AGENT_DIR.glob("*.py")} | {p.name for p in AGENT_DIR.iterdir() if (p / "__init__.py").exists()}
     names.discard("__init__")

@@ -35,6 +35,10 @@ class StandInPlanner:
                                target=np.array(target_point)))
         if self.fail == "raise":
             raise RuntimeError("model exploded")
+        if self.fail == "server" and len(self.calls) in (2, 3):
+            from agent.planning import PlannerUnavailable
+
+            raise PlannerUnavailable("no answer from the model server")
         t = 0.5 * np.arange(1, 7)
         v = 0.0 if self.stop_below is not None and speed < self.stop_below else self.cruise
         traj = np.stack([v * t, self.lateral * t / t[-1]], axis=-1)
@@ -179,6 +183,16 @@ def test_model_failures_give_a_safe_brake(fail):
         out = loop.step(car.inputs(k), k * DT)
         assert not out.ok and out.control == SAFE_CONTROL
     assert loop.failures == 3 and loop.plans_made == 0
+
+
+def test_a_model_server_outage_brakes_logs_without_traceback_and_recovers(caplog):
+    loop, car = make_loop(StandInPlanner(fail="server"), planning_hz=20.0), Car(speed=5.0)
+    with caplog.at_level("WARNING", logger="agent.ik_agent"):
+        outs = [loop.step(car.inputs(k), k * DT) for k in range(5)]
+    assert [o.ok for o in outs] == [True, False, False, True, True]
+    assert outs[1].control == SAFE_CONTROL and outs[2].control == SAFE_CONTROL
+    warnings = [r for r in caplog.records if "model server unavailable" in r.getMessage()]
+    assert len(warnings) == 1 and not warnings[0].exc_info  # rate-limited, no traceback
 
 
 def test_controller_exception_and_nan_command_give_a_safe_brake():

@@ -8,7 +8,7 @@ and the loop below is owned by the pipeline.
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Sequence
 
 import torch
 
@@ -42,9 +42,22 @@ def build_inference_scheduler(config: IKNetConfig):
 
 
 def random_normal(
-    shape: tuple[int, ...], generator: torch.Generator | None, device: torch.device, dtype: torch.dtype = torch.float32
+    shape: tuple[int, ...],
+    generator: torch.Generator | Sequence[torch.Generator] | None,
+    device: torch.device,
+    dtype: torch.dtype = torch.float32,
 ) -> torch.Tensor:
-    """Standard normal noise drawn on the generator's device, then moved to ``device``."""
+    """Standard normal noise drawn on the generator's device, then moved to ``device``.
+
+    ``generator`` may be a sequence of G generators: then ``shape[0]`` must be a multiple of G and
+    generator g draws rows ``g * shape[0] / G`` to ``(g + 1) * shape[0] / G``, so each batch element's
+    noise depends only on its own generator (the same as a batch of one with that generator).
+    """
+    if isinstance(generator, (list, tuple)):
+        if not generator or shape[0] % len(generator):
+            raise ValueError(f"{len(generator)} generators cannot split a batch of {shape[0]}")
+        rows = (shape[0] // len(generator), *shape[1:])
+        return torch.cat([random_normal(rows, g, device, dtype) for g in generator], dim=0)
     gen_device = generator.device if generator is not None else device
     return torch.randn(shape, generator=generator, device=gen_device, dtype=dtype).to(device)
 
@@ -79,6 +92,7 @@ def ddim_sample(
         shape: (B, T, 2).
         num_inference_steps: >= 1.
         generator: draws the initial noise x_T ~ N(0, I); the loop itself is deterministic (eta = 0).
+            A sequence of generators splits the batch between them (see :func:`random_normal`).
     Returns:
         float32 [shape]: the last step's estimate of x_0.
     """

@@ -114,7 +114,9 @@ class IKDrivePipeline(_PipelineBase):
         scheduler: a diffusers DDIM scheduler; built from ``model.config.ik_net`` when omitted.
 
     Deterministic for a given ``generator`` (it only draws the initial noise; DDIM runs with eta=0).
-    Without a generator the global torch RNG is used. With ``num_samples`` S > 1 the IK net denoises
+    Without a generator the global torch RNG is used. A list of B generators, one per input, draws
+    each input's noise from its own generator: an input's plan is then the same whatever it is
+    batched with (up to float rounding of the batched matrix products). With ``num_samples`` S > 1 the IK net denoises
     S noise draws per input in one batch (encoder and VLA run once) and the plan is their mean.
     """
 
