@@ -28,7 +28,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Union
+from typing import Any, Optional, Union
 
 from agent.creep import CreepConfig
 from agent.rigs import RIGS
@@ -71,6 +71,8 @@ class AgentConfig:
         lat_ref, lon_ref: the map's geo-reference in degrees (CARLA towns: 0, 0).
         acceleration_source: "imu" (accelerometer x) or "speed" (speed differences).
         max_abs_acceleration: clip of the decoded acceleration (m/s^2).
+        jpeg_quality: JPEG-compress camera images at this quality (1-100) before the model, as the
+            training images were (Bench2Drive: 20); None: no compression.
         controller: ``agent.controller.ControllerConfig`` (PID gains and limits).
         route: route planner settings.
         creep: stand-still creep settings.
@@ -94,6 +96,7 @@ class AgentConfig:
     lon_ref: float = 0.0
     acceleration_source: str = "imu"
     max_abs_acceleration: float = 15.0
+    jpeg_quality: Optional[int] = None
     controller: Any = field(default_factory=_default_controller)
     route: RoutePlannerConfig = field(default_factory=RoutePlannerConfig)
     creep: CreepConfig = field(default_factory=CreepConfig)
@@ -121,6 +124,8 @@ class AgentConfig:
             )
         if not self.max_abs_acceleration > 0:
             raise ConfigError(f"max_abs_acceleration: must be > 0, got {self.max_abs_acceleration}")
+        if self.jpeg_quality is not None and not 1 <= self.jpeg_quality <= 100:
+            raise ConfigError("jpeg_quality: must be in [1, 100] or null, got {}".format(self.jpeg_quality))
         if self.metric_info_every < 0:
             raise ConfigError(f"metric_info_every: must be >= 0, got {self.metric_info_every}")
         if not (-85.0 < self.lat_ref < 85.0 and -180.0 <= self.lon_ref <= 180.0):

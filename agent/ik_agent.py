@@ -133,7 +133,8 @@ class IKAgent(AutonomousAgent):
         warner = RateLimitedWarner(logger, config.safety.warn_interval_s)
         self._runner = runner
         self._loop = DrivingLoop(
-            decoder=SensorDecoder(rig, geo, runner.image_size, config.acceleration_source, config.max_abs_acceleration),
+            decoder=SensorDecoder(rig, geo, runner.image_size, config.acceleration_source, config.max_abs_acceleration,
+                                  jpeg_quality=config.jpeg_quality),
             route=route,
             planner=runner,
             controller=TrajectoryController(controller_config),

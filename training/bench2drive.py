@@ -112,8 +112,11 @@ class FrameRecord:
     """The fields of one anno file that the labels use (world frame of CARLA, SI units).
 
     Attributes:
-        gnss_xy: [2] world m, recorded ``x, y`` (GNSS position; the agent's position input).
-        pose_xy: [2] world m, ego actor ``location`` (exact; trajectory labels).
+        gnss_xy: [2] world m, recorded ``x, y`` (the expert's position; data_collect.py mounts its
+            GPS at x = -1.4 m), only checked against ``pose_xy``.
+        pose_xy: [2] world m, ego actor ``location``: trajectory labels and the origin of the
+            target point (the agent's GNSS is mounted at the vehicle origin and CARLA's GNSS has no
+            noise by default, so this is the position the agent sees at run time).
         yaw: ego actor yaw, rad (clockwise from +x).
         speed: m/s forward.
         acceleration: m/s^2 longitudinal (IMU x), NaN when not recorded (filled from speeds).
@@ -377,7 +380,7 @@ def _route_targets(records: Sequence[FrameRecord], config: Bench2DriveConfig) ->
     commands = np.zeros(n, dtype=np.int64)
     if config.route_source == "anno":
         for i, r in enumerate(records):
-            targets[i] = world_to_ego(r.near_xy, r.gnss_xy, r.yaw)
+            targets[i] = world_to_ego(r.near_xy, r.pose_xy, r.yaw)
             commands[i] = r.near_command
         return targets, commands
     # The route as the expert's planner handed it out: its distinct near nodes in order.
@@ -390,7 +393,7 @@ def _route_targets(records: Sequence[FrameRecord], config: Bench2DriveConfig) ->
     planner = RoutePlanner(RoutePlannerConfig(min_spacing_m=0.0))
     planner.set_route(np.array(points), options)
     for i, r in enumerate(records):
-        target = planner.step(r.gnss_xy, r.yaw)
+        target = planner.step(r.pose_xy, r.yaw)
         targets[i] = target.target_ego
         commands[i] = target.command
     return targets, commands
