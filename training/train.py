@@ -56,7 +56,11 @@ def configure_llm_training(model: Any, cfg: ModelConfig) -> list[str]:
 
     llm = model.vla.llm
     if cfg.gradient_checkpointing:
-        llm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        enable = getattr(llm, "activation_checkpointing_enable", None)
+        if enable is not None:  # transformers >= 5.x name
+            enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            llm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     if not cfg.lora.enabled:
         return []
     lo = cfg.lora

@@ -1,0 +1,143 @@
+"""The 0.5B Bench2Drive configuration (training/configs/ik_0.5b_b2d.yaml) built from local folders
+laid out like the Hugging Face ones, and one training step on CPU with short sequences.
+
+The folders are written with ``save_pretrained`` from random weights of the real architectures
+(Qwen2ForCausalLM with its tokenizer files, DINOv3ViTModel): at reduced sizes in the default
+suite, at the real Qwen2.5-0.5B / DINOv3 ViT-S/16 shapes in the slow test.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+import torch
+
+from agent.model.presets import DINOV3_VITS16_ARCH, QWEN25_05B_ARCH
+from agent.model.tokenization import build_prompt_tokenizer
+from training.bench2drive_synthetic import SyntheticClipConfig, write_synthetic_clip
+from training.config import load_config
+
+CONFIG = "training/configs/ik_0.5b_b2d.yaml"
+
+
+def write_folders(root: Path, llm_arch: dict, vit_arch: dict) -> tuple[Path, Path]:
+    from transformers import DINOv3ViTConfig, DINOv3ViTModel, Qwen2Config, Qwen2ForCausalLM
+
+    torch.manual_seed(0)
+    llm_arch = dict(llm_arch)
+    llm_arch.pop("rope_parameters", None)
+    Qwen2ForCausalLM(Qwen2Config(**llm_arch, pad_token_id=0)).save_pretrained(root / "Qwen2.5-0.5B-Instruct")
+    build_prompt_tokenizer().save_pretrained(root / "Qwen2.5-0.5B-Instruct")
+    vit_arch = {k: v for k, v in vit_arch.items() if k != "image_size"}
+    DINOv3ViTModel(DINOv3ViTConfig(**vit_arch)).save_pretrained(root / "dinov3-vits16")
+    return root / "Qwen2.5-0.5B-Instruct", root / "dinov3-vits16"
+
+
+SMALL_LLM = dict(vocab_size=96, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                 num_key_value_heads=2, tie_word_embeddings=True, eos_token_id=0)
+SMALL_VIT = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                 num_register_tokens=4, patch_size=16, layerscale_value=1.0)
+
+
+@pytest.fixture(scope="module")
+def clip_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("b2d05")
+    write_synthetic_clip(root / "train", SyntheticClipConfig(num_frames=40, width=192, height=108))
+    return root / "train"
+
+
+def config_for(tmp_path, clip_root, llm, vit, lora: bool, image_size=(32, 48), steps=1):
+    cfg = load_config(CONFIG)
+    model = dataclasses.replace(
+        cfg.model, llm_path=str(llm), vision_path=str(vit),
+        overrides={**cfg.model.overrides, "image_size": list(image_size)},
+        lora=dataclasses.replace(cfg.model.lora, enabled=lora),
+    )
+    data = dataclasses.replace(cfg.data, train_dir=str(clip_root), val_dir=None, num_workers=0)
+    optim = dataclasses.replace(cfg.optim, max_steps=steps, batch_size=2, warmup_steps=1)
+    log = dataclasses.replace(cfg.log, output_dir=str(tmp_path / "run"), log_every=1, eval_every=1000,
+                              save_every=1000, tensorboard=False)
+    return dataclasses.replace(cfg, model=model, data=data, optim=optim, log=log, num_threads=1,
+                               mixed_precision="no")
+
+
+def test_the_config_is_the_papers(tmp_path):
+    cfg = load_config(CONFIG)
+    assert cfg.model.preset == "0.5b" and cfg.model.freeze_encoder
+    assert cfg.model.overrides["projector"] == "mlp2x_gelu" and cfg.mixed_precision == "bf16"
+    assert cfg.data.format == "bench2drive" and cfg.log.output_dir == "runs/ik_0.5b_b2d"
+
+
+@pytest.mark.parametrize("lora", [True, False], ids=["lora", "full"])
+def test_one_training_step_from_local_folders(tmp_path, clip_root, lora):
+    from agent.model import load_pipeline
+    from training.lora import ADAPTERS_NAME
+    from training.train import build_model, configure_llm_training, run
+
+    llm, vit = write_folders(tmp_path, SMALL_LLM, SMALL_VIT)
+    cfg = config_for(tmp_path, clip_root, llm, vit, lora)
+    probe = build_model(cfg.model, cfg.seed)
+    assert probe.config.llm.projector == "mlp2x_gelu" and probe.config.num_cameras == 3
+    adapted = configure_llm_training(probe, cfg.model)
+    trainable = {n for n, p in probe.named_parameters() if p.requires_grad}
+    if lora:
+        assert len(adapted) == 2 * 7  # 2 layers x (q, k, v, o, gate, up, down)
+        assert not any(n.startswith("vla.reader.llm.") and "lora_" not in n for n in trainable)
+    else:
+        assert "vla.reader.llm.layers.0.self_attn.q_proj.weight" in trainable
+    assert not any(n.startswith("vision.backbone.") for n in trainable)  # DINOv3 frozen
+
+    result = run(cfg)
+    assert result.final_step == 1
+    final = Path(result.final_model)
+    assert (final / ADAPTERS_NAME).is_file() == lora
+    pipe = load_pipeline(final)  # the merged model loads without the adapters
+    assert not any("lora_" in k for k in pipe.model.state_dict())
+    assert pipe.model.config.llm.projector == "mlp2x_gelu"
+
+
+def test_lora_merge_is_exact_and_resume_checks_the_base(tmp_path):
+    from torch import nn
+
+    from training.lora import apply_lora, load_with_adapters, merged_view, save_with_adapters
+    from agent.model.presets import build_preset
+
+    model = build_preset("tiny", num_cameras=1, image_size=(32, 32))
+    model.normalizer.fit(torch.randn(8, 6, 2).cumsum(dim=1))
+    apply_lora(model.vla.llm, ["q_proj", "v_proj"], rank=4, alpha=8.0)
+    for name, p in model.named_parameters():
+        if "lora_B" in name:
+            nn.init.normal_(p, std=0.1)  # a trained adapter
+    x = torch.randn(2, 5, 128)
+    layer = model.vla.llm.layers[0].self_attn.q_proj
+    with merged_view(model) as plain:
+        merged_out = plain["vla.reader.llm.layers.0.self_attn.q_proj"](x)
+    torch.testing.assert_close(layer(x), merged_out, rtol=1e-5, atol=1e-5)
+    save_with_adapters(model, tmp_path / "ck")
+
+    fresh = build_preset("tiny", num_cameras=1, image_size=(32, 32))
+    apply_lora(fresh.vla.llm, ["q_proj", "v_proj"], rank=4, alpha=8.0)
+    load_with_adapters(fresh, tmp_path / "ck")
+    torch.testing.assert_close(fresh.vla.llm.layers[0].self_attn.q_proj(x), layer(x))
+
+    other = build_preset("tiny", seed=1, num_cameras=1, image_size=(32, 32))  # another base LLM
+    apply_lora(other.vla.llm, ["q_proj", "v_proj"], rank=4, alpha=8.0)
+    with pytest.raises(ValueError, match="differs from base"):
+        load_with_adapters(other, tmp_path / "ck")
+    with pytest.raises(ValueError, match="no linear layer"):
+        apply_lora(build_preset("tiny").vla.llm, ["qkv"], rank=4, alpha=8.0)
+
+
+@pytest.mark.slow
+def test_one_lora_step_with_the_real_05b_shapes(tmp_path, clip_root):
+    """Qwen2.5-0.5B (24 x 896, vocab 151936) and DINOv3 ViT-S/16 (12 x 384), random weights."""
+    from training.train import run
+
+    llm, vit = write_folders(tmp_path, QWEN25_05B_ARCH, DINOV3_VITS16_ARCH)
+    cfg = config_for(tmp_path, clip_root, llm, vit, lora=True, image_size=(32, 48))
+    result = run(cfg)
+    assert result.final_step == 1
+    row = (tmp_path / "run" / "train_log.csv").read_text().strip().splitlines()[-1]
+    assert "nan" not in row.lower()
