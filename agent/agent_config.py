@@ -61,7 +61,7 @@ class AgentConfig:
         model: model folder (``save_pretrained`` layout); relative paths in YAML are resolved
             against the YAML file's folder.
         device: torch device: "cpu", "cuda", "cuda:N" (or "mps").
-        rig: sensor rig name (agent/rigs.py): "carla-3cam" or "sandbox-bev".
+        rig: sensor rig name (agent/rigs.py): "carla-3cam", "b2d-3cam" or "sandbox-bev".
         planning_hz: how often the model plans (Hz). Between plans the last plan is moved into the
             current ego frame (agent/odometry.py). >= the tick rate plans every tick.
         num_inference_steps: diffusion denoising steps (None: the model's default).

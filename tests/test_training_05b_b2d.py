@@ -14,31 +14,16 @@ from pathlib import Path
 import pytest
 import torch
 
-from agent.model.presets import DINOV3_VITS16_ARCH, QWEN25_05B_ARCH
-from agent.model.tokenization import build_prompt_tokenizer
 from training.bench2drive_synthetic import SyntheticClipConfig, write_synthetic_clip
 from training.config import load_config
 
 CONFIG = "training/configs/ik_0.5b_b2d.yaml"
 
 
-def write_folders(root: Path, llm_arch: dict, vit_arch: dict) -> tuple[Path, Path]:
-    from transformers import DINOv3ViTConfig, DINOv3ViTModel, Qwen2Config, Qwen2ForCausalLM
+def write_folders(root: Path, arch: str) -> tuple[Path, Path]:
+    from training.standin_weights import write_standins
 
-    torch.manual_seed(0)
-    llm_arch = dict(llm_arch)
-    llm_arch.pop("rope_parameters", None)
-    Qwen2ForCausalLM(Qwen2Config(**llm_arch, pad_token_id=0)).save_pretrained(root / "Qwen2.5-0.5B-Instruct")
-    build_prompt_tokenizer().save_pretrained(root / "Qwen2.5-0.5B-Instruct")
-    vit_arch = {k: v for k, v in vit_arch.items() if k != "image_size"}
-    DINOv3ViTModel(DINOv3ViTConfig(**vit_arch)).save_pretrained(root / "dinov3-vits16")
-    return root / "Qwen2.5-0.5B-Instruct", root / "dinov3-vits16"
-
-
-SMALL_LLM = dict(vocab_size=96, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-                 num_key_value_heads=2, tie_word_embeddings=True, eos_token_id=0)
-SMALL_VIT = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-                 num_register_tokens=4, patch_size=16, layerscale_value=1.0)
+    return write_standins(root, arch)
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +61,7 @@ def test_one_training_step_from_local_folders(tmp_path, clip_root, lora):
     from training.lora import ADAPTERS_NAME
     from training.train import build_model, configure_llm_training, run
 
-    llm, vit = write_folders(tmp_path, SMALL_LLM, SMALL_VIT)
+    llm, vit = write_folders(tmp_path, "small")
     cfg = config_for(tmp_path, clip_root, llm, vit, lora)
     probe = build_model(cfg.model, cfg.seed)
     assert probe.config.llm.projector == "mlp2x_gelu" and probe.config.num_cameras == 3
@@ -135,8 +120,12 @@ def test_one_lora_step_with_the_real_05b_shapes(tmp_path, clip_root):
     """Qwen2.5-0.5B (24 x 896, vocab 151936) and DINOv3 ViT-S/16 (12 x 384), random weights."""
     from training.train import run
 
-    llm, vit = write_folders(tmp_path, QWEN25_05B_ARCH, DINOV3_VITS16_ARCH)
+    llm, vit = write_folders(tmp_path, "0.5b")
     cfg = config_for(tmp_path, clip_root, llm, vit, lora=True, image_size=(32, 48))
+    from transformers import Qwen2Config
+
+    hf = Qwen2Config.from_pretrained(llm)
+    assert (hf.hidden_size, hf.num_hidden_layers, hf.vocab_size, hf.num_key_value_heads) == (896, 24, 151936, 2)
     result = run(cfg)
     assert result.final_step == 1
     row = (tmp_path / "run" / "train_log.csv").read_text().strip().splitlines()[-1]

@@ -181,3 +181,25 @@ def write_synthetic_clip(root: str | Path, config: SyntheticClipConfig | None = 
         s += v * 0.1 + 0.5 * acc * 0.01
         v = min(6.0, v + acc * 0.1)
     return clip
+
+
+def main(argv=None) -> int:
+    """``python -m training.bench2drive_synthetic --out DIR [--frames N] [--width W --height H]``."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m training.bench2drive_synthetic",
+                                     description="write a synthetic Bench2Drive clip in the dataset's layout")
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--frames", type=int, default=80)
+    parser.add_argument("--width", type=int, default=1600)
+    parser.add_argument("--height", type=int, default=900)
+    parser.add_argument("--depth-semantic", action="store_true")
+    args = parser.parse_args(argv)
+    clip = write_synthetic_clip(args.out, SyntheticClipConfig(num_frames=args.frames, width=args.width,
+                                                              height=args.height, with_depth_semantic=args.depth_semantic))
+    print(f"wrote {clip}")
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())
