@@ -130,3 +130,16 @@ def test_one_lora_step_with_the_real_05b_shapes(tmp_path, clip_root):
     assert result.final_step == 1
     row = (tmp_path / "run" / "train_log.csv").read_text().strip().splitlines()[-1]
     assert "nan" not in row.lower()
+
+
+def test_standin_cli_writes_hf_layout_folders(tmp_path):
+    from transformers import AutoConfig
+
+    from training.standin_weights import main
+
+    assert main(["--out", str(tmp_path), "--arch", "small"]) == 0
+    for name, kind in (("Qwen2.5-0.5B-Instruct", "qwen2"), ("dinov3-vits16", "dinov3_vit")):
+        folder = tmp_path / name
+        assert (folder / "config.json").is_file() and (folder / "model.safetensors").is_file()
+        assert AutoConfig.from_pretrained(folder, local_files_only=True).model_type == kind
+    assert (tmp_path / "Qwen2.5-0.5B-Instruct" / "tokenizer.json").is_file()

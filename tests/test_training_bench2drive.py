@@ -193,3 +193,12 @@ def test_config_rejects_bad_values():
         Bench2DriveConfig(cameras=("CAM_TOP",))
     with pytest.raises(ValueError, match="whole number"):
         Bench2DriveConfig(waypoint_dt=0.25)
+
+
+def test_synthetic_clip_cli(tmp_path, capsys):
+    from training.bench2drive_synthetic import main
+
+    assert main(["--out", str(tmp_path), "--frames", "35", "--width", "64", "--height", "36"]) == 0
+    ep = read_clip(next(iter(scan_bench2drive(tmp_path).episodes)).path)
+    assert ep.meta.num_frames == 35 and ep.meta.image_shape == [36, 64, 3]
+    assert "wrote" in capsys.readouterr().out
