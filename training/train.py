@@ -94,7 +94,9 @@ def split_data(cfg: TrainConfig, model_config: Any = None) -> tuple[DatasetScan,
         if model_config is None:
             raise ConfigError("data.format bench2drive: the model config is needed to label the clips")
         b2d = bench2drive_config(cfg, model_config)
-        read = lambda root: scan_bench2drive(root, b2d)  # noqa: E731
+
+        def read(root: str) -> DatasetScan:
+            return scan_bench2drive(root, b2d)
     else:
         read = scan_dataset
     scan = read(d.train_dir)
