@@ -62,7 +62,7 @@ class AgentConfig:
         model: model folder (``save_pretrained`` layout); relative paths in YAML are resolved
             against the YAML file's folder.
         device: torch device: "cpu", "cuda", "cuda:N" (or "mps").
-        rig: sensor rig name (agent/rigs.py): "carla-3cam" or "sandbox-bev".
+        rig: sensor rig name (agent/rigs.py): "carla-3cam", "b2d-3cam" or "sandbox-bev".
         planning_hz: how often the model plans (Hz). Between plans the last plan is moved into the
             current ego frame (agent/odometry.py). >= the tick rate plans every tick.
         num_inference_steps: diffusion denoising steps (None: the model's default).
@@ -74,6 +74,8 @@ class AgentConfig:
             every town; numbers force a reference (the sandbox's is 0, 0).
         acceleration_source: "imu" (accelerometer x) or "speed" (speed differences).
         max_abs_acceleration: clip of the decoded acceleration (m/s^2).
+        jpeg_quality: JPEG-compress camera images at this quality (1-100) before the model, as the
+            training images were (Bench2Drive: 20); None: no compression.
         controller: ``agent.controller.ControllerConfig`` (PID gains and limits).
         route: route planner settings.
         creep: stand-still creep settings.
@@ -102,6 +104,7 @@ class AgentConfig:
     lon_ref: Optional[float] = None
     acceleration_source: str = "imu"
     max_abs_acceleration: float = 15.0
+    jpeg_quality: Optional[int] = None
     controller: Any = field(default_factory=_default_controller)
     route: RoutePlannerConfig = field(default_factory=RoutePlannerConfig)
     creep: CreepConfig = field(default_factory=CreepConfig)
@@ -130,6 +133,8 @@ class AgentConfig:
             )
         if not self.max_abs_acceleration > 0:
             raise ConfigError(f"max_abs_acceleration: must be > 0, got {self.max_abs_acceleration}")
+        if self.jpeg_quality is not None and not 1 <= self.jpeg_quality <= 100:
+            raise ConfigError("jpeg_quality: must be in [1, 100] or null, got {}".format(self.jpeg_quality))
         if self.metric_info_every < 0:
             raise ConfigError(f"metric_info_every: must be >= 0, got {self.metric_info_every}")
         if (self.lat_ref is None) != (self.lon_ref is None):

@@ -148,7 +148,7 @@ class IKAgent(AutonomousAgent):
         warner = RateLimitedWarner(logger, config.safety.warn_interval_s)
         self._loop = DrivingLoop(
             decoder=SensorDecoder(rig, geo, geometry.image_size, config.acceleration_source,
-                                  config.max_abs_acceleration),
+                                  config.max_abs_acceleration, jpeg_quality=config.jpeg_quality),
             route=route,
             planner=planner,
             controller=TrajectoryController(controller_config),

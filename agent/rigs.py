@@ -11,19 +11,26 @@ above, so a camera with yaw -60 looks to the front-left).
   The three 70 deg views cover 190 deg ahead with 10 deg of overlap between neighbours; all mounts
   are 2.64 m from the vehicle centre (< 3.0 m). Camera order is left, front, right: the order of the
   model's camera axis.
+``b2d-3cam`` (Bench2Drive's front cameras, for models trained on the Bench2Drive dataset; ids and
+  mounts as Bench2Drive's ``tools/data_collect.py`` records them, each 1600 x 900, fov 70):
+    CAM_FRONT_LEFT  x 0.27, y -0.55, z 1.60, yaw -55
+    CAM_FRONT       x 0.80, y  0.00, z 1.60, yaw   0
+    CAM_FRONT_RIGHT x 0.27, y +0.55, z 1.60, yaw +55
+  Mount radii 1.71 m, 1.79 m, 1.71 m (< 3.0 m). The dataset stores these images as JPEG quality 20;
+  the agent config's ``jpeg_quality: 20`` applies the same compression at run time.
 ``sandbox-bev`` (the embedded simulator's camera): one top-down camera ``bev``, 128 x 128,
   x +8, y 0, z 20, pitch -90, fov 90: a 40 m x 40 m patch of road from 12 m behind to 28 m ahead of
   the vehicle centre, image up = vehicle forward, image right = vehicle right. Its mount is outside
   the SENSORS-track radius, so it is a sandbox-only rig.
 
-Both rigs add a GNSS (``gnss``), an IMU (``imu``) and a speedometer (``speed``).
+Every rig adds a GNSS (``gnss``), an IMU (``imu``) and a speedometer (``speed``).
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Tuple
 
 CAMERA_TYPE = "sensor.camera.rgb"
 GNSS_TYPE = "sensor.other.gnss"
@@ -131,8 +138,18 @@ def _three_cameras() -> tuple[CameraSpec, ...]:
     )
 
 
+def _bench2drive_front_cameras() -> Tuple[CameraSpec, ...]:
+    common = dict(z=1.6, roll=0.0, pitch=0.0, width=1600, height=900, fov=70.0)
+    return (
+        CameraSpec(id="CAM_FRONT_LEFT", x=0.27, y=-0.55, yaw=-55.0, **common),
+        CameraSpec(id="CAM_FRONT", x=0.80, y=0.0, yaw=0.0, **common),
+        CameraSpec(id="CAM_FRONT_RIGHT", x=0.27, y=0.55, yaw=55.0, **common),
+    )
+
+
 RIGS: dict[str, Rig] = {
     "carla-3cam": Rig(name="carla-3cam", cameras=_three_cameras()),
+    "b2d-3cam": Rig(name="b2d-3cam", cameras=_bench2drive_front_cameras()),
     "sandbox-bev": Rig(
         name="sandbox-bev",
         cameras=(CameraSpec(id="bev", x=8.0, y=0.0, z=20.0, roll=0.0, pitch=-90.0, yaw=0.0,

@@ -2,7 +2,9 @@
 
 ``input_data`` maps sensor id -> ``(frame, data)`` (docs/leaderboard.md):
 
-- camera: uint8 [H, W, 4] **BGRA** -> uint8 [H, W, 3] RGB, resized to the model's image size
+- camera: uint8 [H, W, 4] **BGRA** -> uint8 [H, W, 3] RGB, optionally JPEG-compressed at the
+  native size (``jpeg_quality``: a model trained on Bench2Drive's JPEG-quality-20 images sees the
+  same artefacts at run time, as Bench2Drive advises), then resized to the model's image size
   (``cv2.INTER_AREA``) when the rig's size differs;
 - gnss: [lat, lon, alt] (deg, deg, m) -> world position (m) through the map's
   :class:`agent.geo.GeoReference` (CARLA towns: (0, 0); set ``lat_ref``/``lon_ref`` in the config);
@@ -30,7 +32,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 
@@ -118,6 +120,18 @@ def bgra_to_rgb(sensor_id: str, data: Any, height: int, width: int) -> np.ndarra
     return np.ascontiguousarray(data[:, :, 2::-1])
 
 
+def jpeg_round_trip(sensor_id: str, rgb: np.ndarray, quality: int) -> np.ndarray:
+    """uint8 [H, W, 3] RGB -> the same image after JPEG encoding at ``quality`` (1-100) and decoding,
+    as cv2 writes Bench2Drive's images (``cv2.IMWRITE_JPEG_QUALITY``)."""
+    import cv2
+
+    ok, buf = cv2.imencode(".jpg", np.ascontiguousarray(rgb[:, :, ::-1]), [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
+    if not ok:
+        raise SensorInputError(sensor_id, "JPEG encoding failed")
+    bgr = cv2.imdecode(buf, cv2.IMREAD_COLOR)
+    return np.ascontiguousarray(bgr[:, :, ::-1])
+
+
 def resize_rgb(image: np.ndarray, size_hw: tuple[int, int]) -> np.ndarray:
     """Resize uint8 [H, W, 3] to ``size_hw`` (area interpolation); returns the input when sizes match."""
     if image.shape[:2] == tuple(size_hw):
@@ -128,7 +142,10 @@ def resize_rgb(image: np.ndarray, size_hw: tuple[int, int]) -> np.ndarray:
 
 
 class SensorDecoder:
-    """Turns ``input_data`` into a :class:`SensorFrame` for one rig (keeps the previous speed)."""
+    """Turns ``input_data`` into a :class:`SensorFrame` for one rig (keeps the previous speed).
+
+    ``jpeg_quality``: JPEG-compress every camera image at this quality before resizing (None: off).
+    """
 
     def __init__(
         self,
@@ -137,7 +154,10 @@ class SensorDecoder:
         image_size: tuple[int, int],
         acceleration_source: str = "imu",
         max_abs_acceleration: float = 15.0,
+        jpeg_quality: Optional[int] = None,
     ) -> None:
+        if jpeg_quality is not None and not 1 <= int(jpeg_quality) <= 100:
+            raise ValueError("jpeg_quality must be in [1, 100] or None, got {!r}".format(jpeg_quality))
         if acceleration_source not in ACCELERATION_SOURCES:
             raise ValueError(f"acceleration_source must be one of {ACCELERATION_SOURCES}, got {acceleration_source!r}")
         self.rig = rig
@@ -145,6 +165,7 @@ class SensorDecoder:
         self.image_size = (int(image_size[0]), int(image_size[1]))
         self.acceleration_source = acceleration_source
         self.max_abs_acceleration = float(max_abs_acceleration)
+        self.jpeg_quality = None if jpeg_quality is None else int(jpeg_quality)
         self._previous_speed: tuple[float, float] | None = None  # (timestamp, speed)
 
     def reset(self) -> None:
@@ -158,6 +179,8 @@ class SensorDecoder:
         native = []
         for cam in self.rig.cameras:
             rgb = bgra_to_rgb(cam.id, _reading(input_data, cam.id), cam.height, cam.width)
+            if self.jpeg_quality is not None:
+                rgb = jpeg_round_trip(cam.id, rgb, self.jpeg_quality)
             native.append(rgb)
             images.append(resize_rgb(rgb, self.image_size))
         first_camera = native[0] if native else None

@@ -17,6 +17,10 @@ Modules (each with one job):
     grounding    counterfactual probes (blank image, inserted vehicle, perturbed speed)
     probe_report the probe's markdown table, JSON and plots
     synthetic    a small synthetic dataset for tests and smoke runs
+    bench2drive  reader of Bench2Drive clips (anno/*.json.gz, camera JPEGs) as episodes of the same samples
+    bench2drive_synthetic  a synthetic Bench2Drive clip in the dataset's exact layout
+    lora         low-rank adapters for the LLM, merged into the saved model
+    standin_weights  random-weight stand-ins of the 0.5B configuration's pretrained folders
     make_weights ``python -m training.make_weights``: collect -> pretrain -> IK -> shortcut -> weights/
 
 Heavy dependencies (torch, accelerate, the simulator) are imported by the modules that need them,

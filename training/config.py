@@ -109,10 +109,24 @@ def to_dict(obj: Any) -> Any:
 
 
 @dataclass
+class Bench2DriveOptions:
+    """How Bench2Drive clips are read (``training.bench2drive.Bench2DriveConfig``; the trajectory
+    and the future horizon come from the model's config)."""
+
+    cameras: list[str] = field(default_factory=lambda: ["CAM_FRONT_LEFT", "CAM_FRONT", "CAM_FRONT_RIGHT"])
+    route_source: Literal["planner", "anno"] = "planner"
+    box_classes: list[str] = field(default_factory=lambda: ["vehicle", "walker"])
+    max_box_distance_m: float = 50.0
+    max_gnss_offset_m: float = 5.0
+
+
+@dataclass
 class DataConfig:
     """Where samples come from.
 
-    ``train_dir``: a collected dataset folder. Validation uses ``val_dir`` when set, otherwise the
+    ``format``: "episodes" (folders of collected ``.npz`` episodes) or "bench2drive" (a folder
+    holding Bench2Drive clips, read by ``training.bench2drive`` with the ``bench2drive`` options).
+    ``train_dir``: a collected dataset folder (or the Bench2Drive root). Validation uses ``val_dir`` when set, otherwise the
     episodes of ``train_dir`` whose route id is in ``val_route_ids`` (held out of training).
     ``perturbed_label``: label of frames whose future window contains a control perturbation:
     "plan" (the expert's recorded plan), "actual" (the perturbed actual path) or "drop".
@@ -120,6 +134,8 @@ class DataConfig:
     """
 
     train_dir: str
+    format: Literal["episodes", "bench2drive"] = "episodes"
+    bench2drive: Bench2DriveOptions = field(default_factory=Bench2DriveOptions)
     val_dir: str | None = None
     val_route_ids: list[str] = field(default_factory=list)
     perturbed_label: Literal["plan", "actual", "drop"] = "plan"
@@ -130,11 +146,27 @@ class DataConfig:
 
 
 @dataclass
+class LoRAConfig:
+    """Low-rank adapters on the LLM's linear layers named in ``target_modules``: W x + (alpha / rank)
+    B A x, with A [rank, in] random and B [out, rank] zero at the start; the LLM's own weights stay
+    frozen. ``enabled: false`` trains the whole LLM (full fine-tune)."""
+
+    enabled: bool = False
+    rank: int = 16
+    alpha: float = 32.0
+    dropout: float = 0.0
+    target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+
+
+@dataclass
 class ModelConfig:
     """Which model to build and how to initialise it.
 
-    ``kind``: "ik" (IK-grounded VLA) or "shortcut" (baseline). ``preset`` and ``overrides`` go to
-    ``agent.model.build_preset``. ``encoder_from``: a stage-(a) output folder whose encoder weights
+    ``kind``: "ik" (IK-grounded VLA) or "shortcut" (baseline). ``preset``, ``overrides`` and the
+    local pretrained folders ``llm_path`` / ``vision_path`` (preset "0.5b") go to
+    ``agent.model.build_preset``. ``lora``: train low-rank adapters of the LLM instead of all its
+    weights (merged into the saved model). ``gradient_checkpointing``: recompute the LLM's
+    activations in the backward pass (less memory). ``encoder_from``: a stage-(a) output folder whose encoder weights
     are loaded (strictly) into the model's vision encoder. ``init_from``: a saved model folder to
     start from (``from_pretrained``). ``freeze_encoder``: keep the vision encoder fixed.
     """
@@ -142,6 +174,10 @@ class ModelConfig:
     kind: Literal["ik", "shortcut"] = "ik"
     preset: str = "tiny"
     overrides: dict[str, Any] = field(default_factory=dict)
+    llm_path: str | None = None
+    vision_path: str | None = None
+    lora: LoRAConfig = field(default_factory=lambda: LoRAConfig())
+    gradient_checkpointing: bool = False
     encoder_from: str | None = None
     init_from: str | None = None
     freeze_encoder: bool = True

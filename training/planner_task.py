@@ -88,12 +88,22 @@ class PlannerTask:
         return evaluate_planner(module.model, val_dataset, device, self.eval_cfg, self.ego_size, self.seed)
 
     def save(self, module: nn.Module, path: Path) -> None:
-        module.model.save_pretrained(path)
+        """The model folder (LoRA adapters merged, and saved beside it: ``training.lora``)."""
+        from training.lora import has_lora, save_with_adapters
+
+        if has_lora(module.model):
+            save_with_adapters(module.model, path)
+        else:
+            module.model.save_pretrained(path)
 
     def load(self, module: nn.Module, path: Path) -> None:
         from agent.model.checkpoint import WEIGHTS_NAME, load_state_dict_strict
+        from training.lora import has_lora, load_with_adapters
 
-        load_state_dict_strict(module.model, Path(path) / WEIGHTS_NAME)
+        if has_lora(module.model):
+            load_with_adapters(module.model, path)
+        else:
+            load_state_dict_strict(module.model, Path(path) / WEIGHTS_NAME)
 
 
 @torch.no_grad()

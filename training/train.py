@@ -45,15 +45,63 @@ def build_model(cfg: ModelConfig, seed: int) -> Any:
         raise ConfigError(f"model.overrides: unknown key(s) {unknown} (known: {sorted(known)})")
     if "image_size" in overrides:
         overrides["image_size"] = tuple(overrides["image_size"])
-    return build_preset(cfg.preset, seed=seed, model_type=MODEL_TYPES[cfg.kind], **overrides)
+    return build_preset(cfg.preset, seed=seed, model_type=MODEL_TYPES[cfg.kind], llm_path=cfg.llm_path,
+                        vision_path=cfg.vision_path, **overrides)
 
 
-def split_data(cfg: TrainConfig) -> tuple[DatasetScan, DatasetScan | None]:
-    """(train scan, validation scan) per ``cfg.data`` (see :class:`training.config.DataConfig`)."""
+def configure_llm_training(model: Any, cfg: ModelConfig) -> list[str]:
+    """LoRA adapters (``cfg.lora.enabled``) and gradient checkpointing on the model's LLM; returns
+    the names of the adapted layers (empty for a full fine-tune)."""
+    from training.lora import apply_lora
+
+    llm = model.vla.llm
+    if cfg.gradient_checkpointing:
+        enable = getattr(llm, "activation_checkpointing_enable", None)
+        if enable is not None:  # transformers >= 5.x name
+            enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            llm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if not cfg.lora.enabled:
+        return []
+    lo = cfg.lora
+    return apply_lora(llm, lo.target_modules, lo.rank, lo.alpha, lo.dropout)
+
+
+def bench2drive_config(cfg: TrainConfig, model_config: Any) -> Any:
+    """The clip reader's config: the data section's options plus the model's trajectory and horizon."""
+    from training.bench2drive import Bench2DriveConfig
+
+    o = cfg.data.bench2drive
+    horizon = getattr(getattr(model_config, "future", None), "horizon_s", None)
+    try:
+        return Bench2DriveConfig(
+            cameras=tuple(o.cameras), route_source=o.route_source, box_classes=tuple(o.box_classes),
+            max_box_distance_m=o.max_box_distance_m, max_gnss_offset_m=o.max_gnss_offset_m,
+            num_waypoints=model_config.num_waypoints, waypoint_dt=model_config.waypoint_dt,
+            horizon_s=horizon if horizon is not None else model_config.num_waypoints * model_config.waypoint_dt,
+        )
+    except ValueError as exc:
+        raise ConfigError(f"data.{exc}") from None
+
+
+def split_data(cfg: TrainConfig, model_config: Any = None) -> tuple[DatasetScan, DatasetScan | None]:
+    """(train scan, validation scan) per ``cfg.data`` (see :class:`training.config.DataConfig`);
+    Bench2Drive clips are labelled for ``model_config`` (its waypoints and future horizon)."""
     d = cfg.data
-    scan = scan_dataset(d.train_dir)
+    if d.format == "bench2drive":
+        from training.bench2drive import scan_bench2drive
+
+        if model_config is None:
+            raise ConfigError("data.format bench2drive: the model config is needed to label the clips")
+        b2d = bench2drive_config(cfg, model_config)
+
+        def read(root: str) -> DatasetScan:
+            return scan_bench2drive(root, b2d)
+    else:
+        read = scan_dataset
+    scan = read(d.train_dir)
     if d.val_dir is not None:
-        val = scan_dataset(d.val_dir)
+        val = read(d.val_dir)
     elif d.val_route_ids:
         held = set(d.val_route_ids)
         val = DatasetScan(scan.root, [e for e in scan.episodes if e.meta.route_id in held], [], scan.manifest)
@@ -93,11 +141,11 @@ def run(cfg: TrainConfig, resume: str | None = None, accelerator: Any = None) ->
     out = Path(cfg.log.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     dump_config(cfg, out / "config.yaml")
-    train_scan, val_scan = split_data(cfg)
+    model = build_model(cfg.model, cfg.seed)
+    train_scan, val_scan = split_data(cfg, model.config)
     for s in (train_scan, val_scan):
         if s is not None and s.skipped:
             logger.warning(s.report())
-    model = build_model(cfg.model, cfg.seed)
     horizon = model.config.future.horizon_s if is_ik_model(model) else None
 
     def dataset(scan: DatasetScan, max_frames: int | None, with_boxes: bool) -> DrivingDataset:
@@ -114,6 +162,9 @@ def run(cfg: TrainConfig, resume: str | None = None, accelerator: Any = None) ->
         if cfg.model.encoder_from is not None:
             load_pretrained_encoder(model.get_vision_encoder(), cfg.model.encoder_from, model.config.vision.to_dict())
         model.set_vision_frozen(cfg.model.freeze_encoder)
+        adapted = configure_llm_training(model, cfg.model)
+        if adapted:
+            logger.info("LoRA rank %d on %d LLM layers", cfg.model.lora.rank, len(adapted))
         if cfg.model.init_from is None:
             model.normalizer.fit(torch.from_numpy(train_ds.all_trajectories()))
         task = PlannerTask(model, cfg.eval, ego_size(train_scan), seed=cfg.seed)

@@ -4,10 +4,18 @@
                                     [--runs 50] [--warmup 10] [--threads N] [--model-type shortcut]
     python -m agent.model.benchmark --checkpoint weights/ik-tiny
     python -m agent.model.benchmark --preset 0.5b --llm-path DIR --vision-path DIR
+    python -m agent.model.benchmark --preset 0.5b-random --device cuda [--fast on|off|auto]
+                                    [--dtype bfloat16] [--no-compile] [--no-cuda-graphs]
 
 Prints per-stage latency of the pipeline call (encoder, VLA, IK net, total: median and p90 over
 ``--runs`` calls after ``--warmup`` calls), the IK net's latency per denoising step (one network
 evaluation, measured on its own), and parameter counts per module.
+
+With the fast path (``--fast on``; ``auto``, the default, turns it on for CUDA devices) the same run
+then times :class:`agent.model.fast.FastIKDrivePipeline` (``--dtype``, static shapes,
+``torch.compile``, CUDA graphs on CUDA) on the same inputs and prints its stages next to the fp32
+eager baseline above, with the ratio baseline / fast per stage. Its warm-up calls (at least 3)
+include the compilation; their time is printed separately.
 """
 
 from __future__ import annotations
@@ -138,6 +146,40 @@ def _time_ik_step(pipe: IKDrivePipeline, future: torch.Tensor, inputs: DrivingIn
     return times
 
 
+def run_fast_benchmark(model, steps: int, batch: int, runs: int, warmup: int, seed: int = 0, num_samples: int = 1,
+                       dtype: str = "bfloat16", compile: bool = True, cuda_graphs: bool = True) -> tuple[BenchmarkResult, float]:
+    """Time the fast path on ``model`` (cast in place) with the inputs of :func:`run_benchmark`;
+    returns the result and the seconds of the warm-up calls (compilation included)."""
+    from .fast import FastIKDrivePipeline, FastPathConfig
+
+    fast = FastIKDrivePipeline(model, FastPathConfig(dtype=dtype, compile=compile, cuda_graphs=cuda_graphs,
+                                                     batch_size=batch, num_inference_steps=steps,
+                                                     num_samples=num_samples))
+    inputs = random_inputs(model.config, batch, torch.Generator().manual_seed(seed))
+    start = time.perf_counter()
+    for _ in range(max(3, warmup)):
+        fast(inputs, generator=torch.Generator().manual_seed(seed))
+    warm_s = time.perf_counter() - start
+    samples: dict[str, list[float]] = {s: [] for s in STAGES}
+    for i in range(runs):
+        out = fast(inputs, generator=torch.Generator().manual_seed(seed + i))
+        for s in STAGES:
+            samples[s].append(out.timings[s])
+    result = BenchmarkResult(stages={s: summary(v) for s, v in samples.items()}, ik_net_step=None,
+                             parameters={}, steps=steps, batch=batch, runs=runs)
+    return result, warm_s
+
+
+def format_comparison(baseline: BenchmarkResult, fast: BenchmarkResult, title: str) -> str:
+    """Per-stage medians of the fp32 eager baseline and the fast path, and their ratio."""
+    lines = [title, "stage        fp32 eager ms   fast ms   ratio (eager / fast)"]
+    for stage in STAGES:
+        b, f = baseline.stages[stage][0], fast.stages[stage][0]
+        ratio = b / f if f > 0 else float("inf")
+        lines.append(f"{stage:<12} {b:13.2f} {f:9.2f} {ratio:9.2f}x")
+    return "\n".join(lines)
+
+
 def machine_description(device: torch.device) -> str:
     cpu = platform.processor() or "unknown CPU"
     try:
@@ -187,6 +229,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=50)
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    parser.add_argument("--fast", choices=("auto", "on", "off"), default="auto",
+                        help="also time the fast path against this fp32 eager baseline (auto: on for CUDA)")
+    parser.add_argument("--dtype", choices=("bfloat16", "float16", "float32"), default="bfloat16", help="fast path dtype")
+    parser.add_argument("--no-compile", action="store_true", help="fast path without torch.compile")
+    parser.add_argument("--no-cuda-graphs", action="store_true", help="fast path without CUDA graphs")
     args = parser.parse_args(argv)
     if args.steps < 1 or args.batch < 1 or args.runs < 1 or args.samples < 1 or args.warmup < 0:
         parser.error("--steps, --batch, --samples and --runs must be >= 1, --warmup >= 0")
@@ -218,7 +265,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     result = run_benchmark(pipe, args.steps, args.batch, args.runs, args.warmup, num_samples=args.samples)
     if args.samples > 1:
         title += f", mean of {args.samples} diffusion draws per plan"
-    print(format_result(result, title))
+    print(format_result(result, title + " [fp32 eager baseline]"))
+    fast = args.fast == "on" or (args.fast == "auto" and device.type == "cuda")
+    if fast:
+        if not isinstance(pipe, IKDrivePipeline):
+            parser.error("--fast: the fast path is for the IK model (ik_drive), not the shortcut baseline")
+        fast_result, warm_s = run_fast_benchmark(
+            model, args.steps, args.batch, args.runs, args.warmup, num_samples=args.samples, dtype=args.dtype,
+            compile=not args.no_compile, cuda_graphs=not args.no_cuda_graphs)
+        print()
+        features = [args.dtype, "static shapes", "torch.compile" if not args.no_compile else "eager"]
+        if device.type == "cuda" and not args.no_compile and not args.no_cuda_graphs:
+            features.append("CUDA graphs")
+        print(format_comparison(result, fast_result, "fast path (" + ", ".join(features) + f"), same inputs, "
+                                f"{args.runs} runs; warm-up incl. compilation {warm_s:.1f} s"))
     print()
     print(machine_description(device))
     return 0

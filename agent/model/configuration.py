@@ -223,6 +223,9 @@ class VisionConfig:
         return cls(**dict(data))
 
 
+PROJECTORS = ("linear", "mlp2x_gelu")
+
+
 @dataclass(frozen=True)
 class LLMConfig:
     """The Qwen2-family language model that reads the prompt and the visual tokens.
@@ -230,10 +233,13 @@ class LLMConfig:
     Attributes:
         backbone: ``Qwen2Config`` keyword arguments (vocab_size, hidden_size, num_hidden_layers, ...).
         attn_implementation: transformers attention kernel ("sdpa" or "eager").
+        projector: vision -> LLM projector, "linear" (LLaVA) or "mlp2x_gelu" (LLaVA-1.5: Linear,
+            GELU, Linear).
     """
 
     backbone: dict[str, Any] = field(default_factory=dict)
     attn_implementation: str = "sdpa"
+    projector: str = "linear"
 
     def __post_init__(self) -> None:
         from transformers import Qwen2Config
@@ -243,6 +249,7 @@ class LLMConfig:
         _positive_int(owner, "backbone.hidden_size", self.backbone["hidden_size"])
         _positive_int(owner, "backbone.vocab_size", self.backbone["vocab_size"])
         _choice(owner, "attn_implementation", self.attn_implementation, ("sdpa", "eager"))
+        _choice(owner, "projector", self.projector, PROJECTORS)
 
     @property
     def hidden_size(self) -> int:
@@ -254,7 +261,8 @@ class LLMConfig:
         return int(self.backbone["vocab_size"])
 
     def to_dict(self) -> dict[str, Any]:
-        return {"backbone": json.loads(json.dumps(self.backbone)), "attn_implementation": self.attn_implementation}
+        return {"backbone": json.loads(json.dumps(self.backbone)), "attn_implementation": self.attn_implementation,
+                "projector": self.projector}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "LLMConfig":

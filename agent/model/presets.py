@@ -101,6 +101,7 @@ class PresetOverrides:
     future_horizon_s: float | None = None
     future_loss: str | None = None
     freeze_vision: bool | None = None
+    projector: str | None = None
 
 
 def _pick(value: Any, default: Any) -> Any:
@@ -123,7 +124,7 @@ def _compose(
         backbone=vision_backbone,
         freeze=_pick(o.freeze_vision, freeze_vision),
     )
-    llm = LLMConfig(backbone=llm_backbone)
+    llm = LLMConfig(backbone=llm_backbone, projector=_pick(o.projector, "linear"))
     trajectory = TrajectoryConfig(num_waypoints=_pick(o.num_waypoints, 6), waypoint_dt=_pick(o.waypoint_dt, 0.5))
     model_type = _pick(o.model_type, IKDriveConfig.model_type)
     if model_type == ShortcutConfig.model_type:

@@ -49,8 +49,11 @@ class PromptedQueryLLM(nn.Module):
             raise ValueError(f"llm: expected a transformers Qwen2Model of hidden_size {config.hidden_size}")
         self.llm = llm
         width = config.hidden_size
-        # LLaVA-style linear projector: D_vision -> D_llm.
-        self.projector = nn.Linear(vision_size, width)
+        # LLaVA-style projector D_vision -> D_llm: one linear layer, or LLaVA-1.5's Linear-GELU-Linear.
+        if config.projector == "mlp2x_gelu":
+            self.projector = nn.Sequential(nn.Linear(vision_size, width), nn.GELU(), nn.Linear(width, width))
+        else:
+            self.projector = nn.Linear(vision_size, width)
         self.queries = nn.Parameter(torch.empty(num_queries, width))
         nn.init.normal_(self.queries, std=0.02)
 
@@ -67,7 +70,7 @@ class PromptedQueryLLM(nn.Module):
             )
         embed = self.llm.get_input_embeddings()
         text = embed(input_ids)  # [B, L_text, D_llm]
-        visual = self.projector(visual_tokens.to(self.projector.weight.dtype))  # [B, K, D_llm]
+        visual = self.projector(visual_tokens.to(self.queries.dtype))  # [B, K, D_llm]
         queries = self.queries.unsqueeze(0).expand(b, -1, -1).to(text.dtype)  # [B, Q, D_llm]
         inputs_embeds = torch.cat([text, visual.to(text.dtype), queries], dim=1)  # [B, L, D_llm]
         ones = attention_mask.new_ones(b, visual.shape[1] + queries.shape[1])
