@@ -14,7 +14,7 @@ import os
 import signal
 import subprocess
 from pathlib import Path
-from typing import Dict, IO, List, Optional
+from typing import Dict, List, Optional
 
 logger = logging.getLogger("agent.ik_agent")
 

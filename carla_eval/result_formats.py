@@ -22,7 +22,6 @@ the number of routes x repetitions the file says it covers (``progress[1]``), wh
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +32,7 @@ from carla_eval.results import (
     GLOBAL_LABELS,
     ResultsFileError,
     entry_status,
+    read_json_results,
     validate_results,
 )
 
@@ -136,14 +136,4 @@ def normalise_results(data: Any, where: str = "results") -> LoadedResults:
 
 def load_results_any(path: str | Path) -> LoadedResults:
     """Read a results / checkpoint / merged file of any supported format (see the module docstring)."""
-    path = Path(path)
-    if not path.is_file():
-        raise ResultsFileError(f"results file not found: {path}")
-    raw = path.read_bytes()
-    if not raw.strip():
-        raise ResultsFileError(f"results file {path} is empty (half-written or truncated)")
-    try:
-        data = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ResultsFileError(f"results file {path} is not valid JSON ({exc}); it may be half-written") from exc
-    return normalise_results(data, where=str(path))
+    return normalise_results(read_json_results(path), where=str(path))

@@ -317,8 +317,8 @@ def validate_results(data: Any, where: str = "results") -> None:
 
 
 # ------------------------------------------------------------------------------------- store
-def read_results_file(path: str | Path) -> dict[str, Any]:
-    """Load and validate a results file; every problem is a ResultsFileError naming the file."""
+def read_json_results(path: str | Path) -> Any:
+    """The JSON of a results-like file; a missing, empty or broken file is a ResultsFileError."""
     path = Path(path)
     if not path.is_file():
         raise ResultsFileError(f"results file not found: {path}")
@@ -326,9 +326,14 @@ def read_results_file(path: str | Path) -> dict[str, Any]:
     if not raw.strip():
         raise ResultsFileError(f"results file {path} is empty (half-written or truncated)")
     try:
-        data = json.loads(raw.decode("utf-8"))
+        return json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ResultsFileError(f"results file {path} is not valid JSON ({exc}); it may be half-written") from exc
+
+
+def read_results_file(path: str | Path) -> dict[str, Any]:
+    """Load and validate a results file; every problem is a ResultsFileError naming the file."""
+    data = read_json_results(path)
     validate_results(data, where=str(path))
     seen: set[str] = set()
     for rec in data["_checkpoint"]["records"]:

@@ -142,12 +142,11 @@ def test_stop_kills_the_process_group_it_started(tmp_path):
 # ------------------------------------------------------------------ stand-in CARLA and evaluators
 import signal
 import subprocess
-import textwrap
 
 from carla_eval.carla_backend import CarlaBackend
 from carla_eval.routes import parse_routes_file
 from carla_eval.supervisor import group_alive, recorded_pgids
-from tests.carla_standins import make_standins, pid_alive
+from tests.carla_standins import make_standins
 
 
 def _backend(s, tmp_path, mode, **kw):

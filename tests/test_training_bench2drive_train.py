@@ -10,7 +10,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from agent.geo import GeoReference
 from agent.rigs import get_rig, validate_sensor_suite

@@ -20,7 +20,6 @@ constant-speed line (the ego's current speed straight ahead) is reported for sca
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
