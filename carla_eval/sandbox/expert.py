@@ -33,6 +33,7 @@ from agent.debug_frame import DebugFrame
 from agent.ego_frame import world_to_ego
 from agent.rigs import get_rig
 from carla_eval.sandbox.expert_paths import PathSample, RouteRoads, build_path, project
+from carla_eval.sandbox.expert_rules import RuleStops
 from carla_eval.sandbox.giveway import GiveWay, GiveWayConfig, find_conflicts
 from carla_eval.sandbox.towns import LaneIndex
 from carla_eval.sandbox.vehicles import StaticVehicle, idm_accel
@@ -125,6 +126,7 @@ class ExpertPlanner:
         prio = np.array([idx.lanes[l].priority for l in plan.lane])
         zones = find_conflicts(idx, plan.xy, plan.s, on_j, prio, session.paths.priority_paths, config.giveway)
         self.giveway = GiveWay(zones, session.paths.priority_paths, config.giveway)
+        self.rules = RuleStops(session)  # traffic lights, stop signs, walkers
         # Last index of each point's road run (the lane the route leaves that road in).
         n = len(plan.lane)
         self.run_end = np.zeros(n, dtype=np.int64)
@@ -359,6 +361,9 @@ class ExpertPlanner:
             obstacles.append((max(stop, 0.0), 0.0, 0.5))
         if math.isfinite(deadline):
             obstacles.append((max(deadline, 0.0), 0.0, 0.5))
+        rule_stops = self.rules.obstacles(float(plan.s[i]), ego, path)
+        obstacles.extend(rule_stops)
+        yielding = yielding or bool(rule_stops)
 
         # IDM roll-out along the path.
         traj_s = self._rollout(v, path, v_allow, obstacles)
