@@ -196,3 +196,67 @@ def test_new_types_count_for_bench2drive_abilities():
     assert metrics.abilities_of("VanillaSignalizedTurnEncounterRedLight", SCENARIO_ABILITIES["VanillaSignalizedTurnEncounterRedLight"]) == {"Traffic_Signs"}
     assert metrics.abilities_of("PedestrianCrossing", SCENARIO_ABILITIES["PedestrianCrossing"]) == {"Emergency_Brake", "Traffic_Signs"}
     assert metrics.abilities_of("DynamicObjectCrossing", SCENARIO_ABILITIES["DynamicObjectCrossing"]) == {"Emergency_Brake"}
+
+
+# ---------------------------------------------------------------------------- cameras, top-down, ground truth
+def _front_view(lights, walkers):
+    from agent.rigs import get_rig
+    from carla_eval.sandbox.camera.appearance import PRESETS
+    from carla_eval.sandbox.camera.renderer import PerspectiveRenderer
+    from carla_eval.sandbox.map_index import get_map_index
+
+    index = get_map_index(get_town("signals"))
+    front = next(c.to_sensor() for c in get_rig("carla-3cam").cameras if abs(c.yaw) < 1e-6)
+    r = PerspectiveRenderer([front], index, PRESETS["clear_noon"], ground_truth=True)
+    outs = [r.render(-30.0, 2.0, 0.0, [], skip_first=False, walkers=walkers, lights=l) for l in lights]
+    r.close()
+    return [(o["rgb"]["front"][..., 2::-1].astype(int), o["semantic"]["front"][..., 2]) for o in outs]
+
+
+def test_cameras_show_lit_lamps_stop_lines_and_walkers():
+    from carla_eval.sandbox.camera.scene import SEMANTIC_CLASSES
+    from carla_eval.sandbox.walkers import Walker
+
+    walker = Walker(900, np.array([[-12.5, 5.0], [-12.5, -5.0]]), 1.5, start=3.0)
+    views = _front_view([{100: RED}, {100: YELLOW}, {100: GREEN}], [walker])
+    sem = views[0][1]
+    assert (sem == SEMANTIC_CLASSES["traffic_light"]).sum() > 20
+    assert (sem == SEMANTIC_CLASSES["pedestrian"]).sum() > 20
+    lamp = sem == SEMANTIC_CLASSES["traffic_light"]
+    # The brightest lamp pixel's colour follows the state.
+    colours = []
+    for rgb, _ in views:
+        px = rgb[lamp]
+        colours.append(px[np.argmax(px.sum(1))])
+    (r0, g0, b0), (r1, g1, b1), (r2, g2, b2) = colours
+    assert r0 > 150 and g0 < 90  # red
+    assert r1 > 150 and g1 > 110 and b1 < 90  # yellow
+    assert g2 > 150 and r2 < 90  # green
+
+
+def test_top_down_view_draws_lights_and_walkers():
+    from carla_eval.sandbox.map_index import get_map_index
+    from carla_eval.sandbox.render import RenderStyle, TopDownCamera, TopDownCameraSpec
+    from carla_eval.sandbox.walkers import Walker
+
+    index = get_map_index(get_town("signals"))
+    cam = TopDownCamera(TopDownCameraSpec(width=128, height=128, fov_deg=90.0, z=20.0, x=8.0), index)
+    walker = Walker(900, np.array([[-12.5, 6.0], [-12.5, -6.0]]), 1.5)
+    style = RenderStyle()
+    for state, rgb in style.lights:
+        img = cam.render(-20.0, 2.0, 0.0, [], [walker], {100: state})
+        assert np.all(img[..., :3] == rgb[::-1], axis=-1).sum() > 5, state
+        assert np.all(img[..., :3] == style.walker[::-1], axis=-1).sum() > 2
+
+
+def test_expert_ground_truth_has_walkers_and_lights():
+    be = backend(max_ticks=3)
+    seen = []
+    agent = expert(be)
+
+    def on_tick(ti):
+        seen.append(agent.ground_truth())
+
+    be.run_route(WALKER_ROUTE, agent, "", seed=0, on_tick=on_tick)
+    assert seen[0].lights and set(seen[0].lights.values()) <= {RED, YELLOW, GREEN}
+    assert [w.type_id.startswith("walker.pedestrian.") for w in seen[0].walkers] == [True]

@@ -77,13 +77,16 @@ class ExpertConfig:
 
 @dataclass
 class GroundTruth:
-    """Privileged state of one tick: every vehicle's box (ego first) and the route progress."""
+    """Privileged state of one tick: every vehicle's box (ego first), the route progress, every
+    walker's box and every traffic light's state (id -> "Red" / "Yellow" / "Green")."""
 
     frame: int
     time: float
     ego: ActorBox
     others: list[ActorBox]
     route_progress_m: float
+    walkers: list[ActorBox] = field(default_factory=list)
+    lights: dict[int, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -464,8 +467,11 @@ class ExpertAgent:
         session = self.backend.session
         if session is None:
             return None
-        boxes = session.world.boxes()
-        return GroundTruth(session.world.frame, session.world.time, boxes[0], boxes[1:], session.ego_progress_s)
+        world = session.world
+        boxes = world.boxes()
+        walkers = [ActorBox(w.actor_id, w.type_id, float(w.position[0]), float(w.position[1]), float(w.heading),
+                            float(w.speed), w.LENGTH, w.WIDTH, None) for w in world.walkers]
+        return GroundTruth(world.frame, world.time, boxes[0], boxes[1:], session.ego_progress_s, walkers, world.light_states())
 
     def _make_debug(self, input_data: dict, plan: ExpertPlan, cmd, speed: float) -> DebugFrame | None:
         cams = [s for s in self.config.sensors if s.get("type") == "sensor.camera.rgb" and s["id"] in input_data]

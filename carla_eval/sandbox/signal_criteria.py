@@ -148,11 +148,13 @@ class SignalCriteria:
                 self._last_red = sid
 
     # ------------------------------------------------------------------ stop sign
-    def _check_points(self, ego, xy: np.ndarray) -> list[np.ndarray]:
+    def _check_points(self, ego, xy: np.ndarray) -> tuple[list[np.ndarray], float]:
+        """The ego's check points (world [2] each) and its lane's heading at the first one (rad)."""
         lane = self.index.closest_lane(xy, float(ego.heading))
         s, _ = self.index.lanes[lane].local_coordinates(xy)
-        pts = []
         s = float(s)
+        lane_heading = float(self.index.geometry[lane].heading_at(s))
+        pts = []
         for _ in range(int(PROXIMITY_THRESHOLD / WAYPOINT_STEP) + 1):
             geo = self.index.geometry[lane]
             if s > geo.s[-1]:
@@ -164,8 +166,7 @@ class SignalCriteria:
                 geo = self.index.geometry[lane]
             pts.append(geo.position(s))
             s += WAYPOINT_STEP
-        self._lane0 = self.index.closest_lane(xy, float(ego.heading))
-        return pts
+        return pts, lane_heading
 
     def _affected(self, pts: list[np.ndarray], stop: _Stop) -> bool:
         if not pts or float(np.hypot(*(stop.centre - pts[0]))) > PROXIMITY_THRESHOLD:
@@ -179,11 +180,11 @@ class SignalCriteria:
         return False
 
     def _stop_sign(self, ego, xy: np.ndarray, events: list) -> None:
-        pts = self._check_points(ego, xy)
+        pts, lane_h = self._check_points(ego, xy)
         if self._target_stop is None:
+            # Going backwards, or against the lane: no stop applies (scenario_runner's -0.17, ~100 deg).
             fwd = np.array([math.cos(ego.heading), math.sin(ego.heading)])
-            lane_h = float(self.index.geometry[self._lane0].heading_at(self.index.lanes[self._lane0].local_coordinates(xy)[0]))
-            if float(ego.speed) < -0.17 * 1.0 or float(fwd @ np.array([math.cos(lane_h), math.sin(lane_h)])) < -0.17:
+            if float(ego.speed) < -0.17 or float(fwd @ np.array([math.cos(lane_h), math.sin(lane_h)])) < -0.17:
                 return
             self._target_stop = next((st for st in self._stops if self._affected(pts, st)), None)
             return
