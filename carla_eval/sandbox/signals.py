@@ -180,14 +180,21 @@ class TrafficRules:
             v.signal_stop = None if not math.isfinite(stop) else float(stop)
 
     def _walker_stop(self, path: LanePath, u: float, front: float, xy: np.ndarray, vel: np.ndarray) -> float:
+        """u of the point to stop at for the nearest walker in (or stepping into) the lane ahead."""
         c = self.config
-        near = np.hypot(*(xy - path.position(min(u, path.length))).T) < c.lookahead + 10.0
-        best = math.inf
-        for k in np.nonzero(near)[0]:
-            for t in c.walker_horizon:
-                p = xy[k] + vel[k] * t
-                uw, lat = path.project(p)
-                if lat < c.walker_reach and 0.0 < uw - front < c.lookahead:
-                    best = min(best, uw - c.walker_gap)
-                    break
-        return best
+        lo, hi = np.searchsorted(path.u, [front, front + c.lookahead])
+        if hi <= lo:
+            return math.inf
+        samples, us = path.xy[lo:hi], path.u[lo:hi]
+        centre = samples[len(samples) // 2]
+        near = np.hypot(*(xy - centre).T) < c.lookahead / 2 + 10.0
+        if not near.any():
+            return math.inf
+        t = np.asarray(c.walker_horizon)
+        pts = (xy[near][:, None, :] + vel[near][:, None, :] * t[None, :, None]).reshape(-1, 2)
+        d = np.hypot(pts[:, None, 0] - samples[None, :, 0], pts[:, None, 1] - samples[None, :, 1])
+        k = np.argmin(d, axis=1)
+        inside = d[np.arange(len(pts)), k] < c.walker_reach
+        if not inside.any():
+            return math.inf
+        return float(us[k[inside]].min()) - c.walker_gap
