@@ -260,3 +260,32 @@ def test_expert_ground_truth_has_walkers_and_lights():
     be.run_route(WALKER_ROUTE, agent, "", seed=0, on_tick=on_tick)
     assert seen[0].lights and set(seen[0].lights.values()) <= {RED, YELLOW, GREEN}
     assert [w.type_id.startswith("walker.pedestrian.") for w in seen[0].walkers] == [True]
+
+
+def test_background_cars_stop_at_stop_signs_before_going_on():
+    from carla_eval.sandbox.vehicle_model import AppliedControl
+
+    be = backend(traffic=True)
+    session = be.prepare(STOP_ROUTE, 5)
+    world = session.world
+    stopped: dict[int, bool] = {}
+    prev: dict[int, float] = {}
+    passed = []
+    for _ in range(600):
+        world.tick(AppliedControl(0.0, 0.0, 1.0))
+        session.traffic.update()
+        for v in world.traffic:
+            u = v.path_coord()
+            if u is None:
+                continue
+            for u_line, line in world.rules.lines_on(v.path):
+                if line.kind != "stop":
+                    continue
+                front = u + v.LENGTH / 2
+                if 0.0 <= u_line - front < 4.0 and v.speed < 0.1:
+                    stopped[v.actor_id] = True
+                if v.actor_id in prev and prev[v.actor_id] < u_line <= front:
+                    passed.append((v.actor_id, stopped.get(v.actor_id, False)))
+            prev[v.actor_id] = u + v.LENGTH / 2
+    assert passed, "no car crossed a stop line"
+    assert all(ok for _, ok in passed), passed

@@ -25,6 +25,9 @@ Give_Way
   JunctionLeftTurn, JunctionRightTurn, JunctionCrossing, RoundaboutEntry
                    the roads with right of way carry traffic with gaps ``gap_min``-``gap_max`` m
                    (default 35-110) at ``speed_min``-``speed_max``; the ego must wait for a gap.
+Traffic_Signs and pedestrians
+  VanillaSignalizedTurnEncounterRedLight / GreenLight, VanillaNonSignalizedTurnEncounterStopsign,
+  PedestrianCrossing, DynamicObjectCrossing: see :mod:`carla_eval.sandbox.scenarios_rules`.
 """
 
 from __future__ import annotations

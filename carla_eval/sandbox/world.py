@@ -1,10 +1,12 @@
 """One simulated world: a town's road, the ego, background and scenario cars, stepped at a fixed dt.
 
-Tick order (deterministic): every non-ego car decides (IDM / MOBIL / give-way / zipper courtesy /
+Tick order (deterministic): traffic rules set each background car's stop point (lights, stop
+signs, walkers: :mod:`signals`), every non-ego car decides (IDM / MOBIL / give-way / zipper courtesy /
 scenario hooks) from the current state, the ego takes its control, every car integrates one step, then contacts are
 resolved. Background cars that touch each other crash as in highway-env (pushed apart, then they
 stop); a car that touches the ego stops, and the ego is pushed out of the overlap and loses the
-speed it had towards the other car.
+speed it had towards the other car. Then the walkers step, and a walker the ego touches stops
+(``walker_contacts``; the ego is not pushed).
 """
 
 from __future__ import annotations
