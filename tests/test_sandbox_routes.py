@@ -39,11 +39,24 @@ def test_suites_parse_and_have_the_required_counts():
         assert r.scenarios and all(s.type in SCENARIO_ABILITIES for s in r.scenarios)
         assert int(r.attributes["seed"]) >= 0
     kinds = [r.scenario_type for r in bench]
-    assert {SCENARIO_ABILITIES[k] for k in kinds} == {"Emergency_Brake", "Overtaking", "Merging", "Give_Way"}
+    assert {SCENARIO_ABILITIES[k] for k in kinds} == {"Emergency_Brake", "Overtaking", "Merging", "Give_Way", "Traffic_Signs"}
     for kind in SCENARIO_ABILITIES:
         assert sum(any(s.type == kind for s in r.scenarios) for r in bench) >= 2, kind
     seeds = [r.attributes["seed"] for r in bench]
     assert len(set(seeds)) == len(seeds)
+
+
+def test_bench_keeps_its_first_46_routes_and_adds_rule_routes():
+    from carla_eval.metrics import abilities_of
+
+    bench = parse_routes_file(ROUTES / "bench.xml")
+    assert [r.route_id for r in bench[:46]] == [str(k) for k in range(46)]
+    assert all(r.town != "signals" for r in bench[:46])
+    new = bench[46:]
+    groups = [abilities_of(r.scenario_type, SCENARIO_ABILITIES[r.scenario_type]) for r in new]
+    assert sum("Traffic_Signs" in g for g in groups) >= 8
+    assert sum(r.scenario_type in ("PedestrianCrossing", "DynamicObjectCrossing") for r in new) >= 6
+    assert all(r.town == "signals" for r in new)
 
 
 def test_bench_has_long_multi_scenario_routes():

@@ -34,10 +34,12 @@ from carla_eval.sandbox.route_plan import GlobalPlan, RoutePlan, RoutePlanError,
 from carla_eval.sandbox.scenarios import SCENARIO_ABILITIES, Scenario, ScenarioContext, ScenarioError, build_scenarios
 from carla_eval.sandbox.camera.appearance import route_appearance
 from carla_eval.sandbox.sensors import EgoReading, SensorConfigError, SensorSuite
+from carla_eval.sandbox.signal_criteria import SignalCriteria
 from carla_eval.sandbox.towns import Town, get_town
 from carla_eval.sandbox.traffic import TownPaths, TrafficManager, get_town_paths
 from carla_eval.sandbox.vehicle_model import VehicleModel, sanitize_control
 from carla_eval.sandbox.vehicles import StaticVehicle
+from carla_eval.sandbox.walkers import spawn_ambient
 from carla_eval.sandbox.world import World
 
 log = logging.getLogger(__name__)
@@ -59,6 +61,7 @@ class RouteSession:
     scenarios: list[Scenario]
     criteria: RouteCriteria
     sensors: SensorSuite | None = None  # the agent's sensors; ``sensors.ground_truth`` holds depth / semantic
+    rule_criteria: SignalCriteria | None = None  # red lights, stop signs, pedestrian collisions
 
     @property
     def ego_progress_s(self) -> float:
@@ -181,8 +184,13 @@ class SandboxBackend:
         for sc in scenarios:
             sc.start()
         traffic.populate()
+        if town.walker_paths and self.config.ambient_walkers > 0:
+            spawn_ambient(world, self.config.ambient_walkers, np.random.default_rng(seed + 17),
+                          plan.xy[len(plan.xy) // 2], radius=0.5 * plan.length + 60.0)
         criteria = RouteCriteria(plan, index, self.config.dt, self.config.criteria)
-        return RouteSession(route, seed, town, index, paths, plan, gplan, world, traffic, scenarios, criteria)
+        rule_criteria = SignalCriteria(index, world.lights, criteria.infractions)
+        return RouteSession(route, seed, town, index, paths, plan, gplan, world, traffic, scenarios, criteria,
+                            rule_criteria=rule_criteria)
 
     # ----------------------------------------------------------------- the route
     def run_route(
@@ -281,7 +289,7 @@ class SandboxBackend:
             t0 = time.perf_counter()
             st = ego.state
             reading = EgoReading(st.x, st.y, st.yaw, st.speed, st.accel, st.yaw_rate)
-            input_data = suite.read(world.frame, reading, world.road.vehicles)
+            input_data = suite.read(world.frame, reading, world.road.vehicles, world.walkers, world.light_states())
             t1 = time.perf_counter()
             try:
                 control = call(input_data, world.time)
@@ -299,6 +307,7 @@ class SandboxBackend:
             self._remove_far_actors(session)
             others = [v for v in world.road.vehicles if v is not ego and not isinstance(v, StaticVehicle)]
             result = criteria.update(tick, world.time, ego, contacts, others)
+            result.new_events.extend(session.rule_criteria.update(world.time, ego, world.walker_contacts))
             t3 = time.perf_counter()
             stats.sensor_time += t1 - t0
             stats.agent_time += t2 - t1
@@ -345,7 +354,9 @@ class SandboxBackend:
             cam = TopDownCamera(TopDownCameraSpec(width=192, height=192, fov_deg=90.0, z=20.0, x=8.0), session.index)
             self._context_cameras[session.town.name] = cam
         st = session.world.ego.state
-        return np.ascontiguousarray(cam.render(st.x, st.y, st.yaw, session.world.road.vehicles)[..., 2::-1])
+        world = session.world
+        image = cam.render(st.x, st.y, st.yaw, world.road.vehicles, world.walkers, world.light_states())
+        return np.ascontiguousarray(image[..., 2::-1])
 
     # ----------------------------------------------------------------- expert, close
     def create_expert_agent(self, config=None):

@@ -73,6 +73,7 @@ class SandboxConfig:
             tick (training data; kept on the route session, never given to the agent).
         appearance_jitter: strength of the per-route brightness / colour jitter (0 = presets only).
         record_metric_info: fill RouteOutcome.metric_info (Bench2Drive's per-tick vehicle state).
+        ambient_walkers: walkers pacing the sidewalks along a route, in towns with sidewalks.
     """
 
     dt: float = 0.05
@@ -83,6 +84,7 @@ class SandboxConfig:
     camera_ground_truth: bool = False
     appearance_jitter: float = 1.0
     record_metric_info: bool = True
+    ambient_walkers: int = 10
     vehicle: VehicleModelConfig = field(default_factory=VehicleModelConfig)
     criteria: CriteriaConfig = field(default_factory=CriteriaConfig)
     traffic: TrafficConfig = field(default_factory=TrafficConfig)

@@ -33,6 +33,7 @@ from agent.debug_frame import DebugFrame
 from agent.ego_frame import world_to_ego
 from agent.rigs import get_rig
 from carla_eval.sandbox.expert_paths import PathSample, RouteRoads, build_path, project
+from carla_eval.sandbox.expert_rules import RuleStops
 from carla_eval.sandbox.giveway import GiveWay, GiveWayConfig, find_conflicts
 from carla_eval.sandbox.towns import LaneIndex
 from carla_eval.sandbox.vehicles import StaticVehicle, idm_accel
@@ -76,13 +77,16 @@ class ExpertConfig:
 
 @dataclass
 class GroundTruth:
-    """Privileged state of one tick: every vehicle's box (ego first) and the route progress."""
+    """Privileged state of one tick: every vehicle's box (ego first), the route progress, every
+    walker's box and every traffic light's state (id -> "Red" / "Yellow" / "Green")."""
 
     frame: int
     time: float
     ego: ActorBox
     others: list[ActorBox]
     route_progress_m: float
+    walkers: list[ActorBox] = field(default_factory=list)
+    lights: dict[int, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -125,6 +129,7 @@ class ExpertPlanner:
         prio = np.array([idx.lanes[l].priority for l in plan.lane])
         zones = find_conflicts(idx, plan.xy, plan.s, on_j, prio, session.paths.priority_paths, config.giveway)
         self.giveway = GiveWay(zones, session.paths.priority_paths, config.giveway)
+        self.rules = RuleStops(session)  # traffic lights, stop signs, walkers
         # Last index of each point's road run (the lane the route leaves that road in).
         n = len(plan.lane)
         self.run_end = np.zeros(n, dtype=np.int64)
@@ -359,6 +364,9 @@ class ExpertPlanner:
             obstacles.append((max(stop, 0.0), 0.0, 0.5))
         if math.isfinite(deadline):
             obstacles.append((max(deadline, 0.0), 0.0, 0.5))
+        rule_stops = self.rules.obstacles(float(plan.s[i]), ego, path)
+        obstacles.extend(rule_stops)
+        yielding = yielding or bool(rule_stops)
 
         # IDM roll-out along the path.
         traj_s = self._rollout(v, path, v_allow, obstacles)
@@ -459,8 +467,11 @@ class ExpertAgent:
         session = self.backend.session
         if session is None:
             return None
-        boxes = session.world.boxes()
-        return GroundTruth(session.world.frame, session.world.time, boxes[0], boxes[1:], session.ego_progress_s)
+        world = session.world
+        boxes = world.boxes()
+        walkers = [ActorBox(w.actor_id, w.type_id, float(w.position[0]), float(w.position[1]), float(w.heading),
+                            float(w.speed), w.LENGTH, w.WIDTH, None) for w in world.walkers]
+        return GroundTruth(world.frame, world.time, boxes[0], boxes[1:], session.ego_progress_s, walkers, world.light_states())
 
     def _make_debug(self, input_data: dict, plan: ExpertPlan, cmd, speed: float) -> DebugFrame | None:
         cams = [s for s in self.config.sensors if s.get("type") == "sensor.camera.rgb" and s["id"] in input_data]

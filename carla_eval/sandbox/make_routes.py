@@ -2,9 +2,9 @@
 
     python -m carla_eval.sandbox.make_routes --out routes/sandbox
 
-writes ``smoke.xml`` (3 short routes, one minute or less with the expert) and ``bench.xml`` (45
-routes: every scenario type with several seeds, plus long multi-scenario routes on the highway and
-the racetrack). Every route carries a ``seed`` attribute (the seed to run it with) and its scenario
+writes ``smoke.xml`` (3 short routes, one minute or less with the expert) and ``bench.xml`` (62
+routes: every scenario type with several seeds, long multi-scenario routes on the highway and the
+racetrack, then the traffic-light, stop-sign and pedestrian routes of the ``signals`` town). Every route carries a ``seed`` attribute (the seed to run it with) and its scenario
 parameters as ``<name value=.../>`` children; the same command always writes the same bytes.
 """
 
@@ -255,6 +255,9 @@ def bench_routes() -> list[RouteConfig]:
             else:
                 long_racetrack(f, k, rng, seed)
             n += 1
+    from carla_eval.sandbox.make_routes_rules import add_bench_routes
+
+    add_bench_routes(f, _scenario, BASE_SEED, n)  # lights, stop signs, pedestrians (signals town)
     return f.routes
 
 

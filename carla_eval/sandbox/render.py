@@ -39,6 +39,10 @@ class RenderStyle:
     crashed: tuple[int, int, int] = (255, 100, 100)
     outline: tuple[int, int, int] = (20, 20, 20)
     landmark: tuple[int, int, int] = (170, 150, 120)
+    marking: tuple[int, int, int] = (235, 235, 228)
+    walker: tuple[int, int, int] = (230, 60, 200)
+    stop_sign: tuple[int, int, int] = (200, 20, 20)
+    lights: tuple[tuple[str, tuple[int, int, int]], ...] = (("Red", (255, 30, 30)), ("Yellow", (255, 210, 0)), ("Green", (30, 230, 60)))
 
 
 @dataclass(frozen=True)
@@ -100,9 +104,31 @@ class MapRaster:
             pygame.draw.polygon(surface, style.road, pts, 0)
         for lane in index.lanes.values():
             LaneGraphics.display(lane, surface)
+        for poly, colour in traffic_control_polygons(index, style):
+            pts = [(float((px - x0) * ppm), float((py - y0) * ppm)) for px, py in poly]
+            pygame.draw.polygon(surface, colour, pts, 0)
         rgb = pygame.surfarray.array3d(surface).transpose(1, 0, 2)  # [H, W, 3] RGB
+        self.signals = index.town.signals
         self.image = np.ascontiguousarray(np.concatenate([rgb[..., ::-1], np.full(rgb.shape[:2] + (1,), 255, np.uint8)], axis=2))
         self.style = style
+
+
+def _rect(centre, yaw: float, length: float, width: float) -> np.ndarray:
+    f, r = np.array([math.cos(yaw), math.sin(yaw)]), np.array([-math.sin(yaw), math.cos(yaw)])
+    c = np.asarray(centre, np.float64)
+    return np.array([c + f * a * length / 2 + r * b * width / 2 for a, b in ((1, -1), (1, 1), (-1, 1), (-1, -1))])
+
+
+def traffic_control_polygons(index: MapIndex, style: RenderStyle) -> list[tuple[np.ndarray, tuple[int, int, int]]]:
+    """Static top-down marks of the town's traffic controls: zebra stripes, stop lines, stop signs
+    (a red square at the pole); polygons [4, 2] in world m with their RGB colour."""
+    from carla_eval.sandbox.camera.scene import crosswalk_stripes, stop_line_rects
+
+    town = index.town
+    out = [(_rect(c, yaw, ln, w), style.marking) for c, yaw, ln, w in crosswalk_stripes(town) + stop_line_rects(index)]
+    for spec in town.stop_signs:
+        out.append((_rect(spec.pole, 0.0, 1.2, 1.2), style.stop_sign))
+    return out
 
 
 def _landmark_squares(index: MapIndex, style: LandmarkStyle) -> list[np.ndarray]:
@@ -185,9 +211,11 @@ class TopDownCamera:
         a[:, 2] = centre + r * (0.5 - s.width / 2) * inv + f * (s.height / 2 - 0.5) * inv
         return a
 
-    def render(self, ego_x: float, ego_y: float, ego_yaw: float, vehicles: list) -> np.ndarray:
+    def render(self, ego_x: float, ego_y: float, ego_yaw: float, vehicles: list, walkers: list = (),
+               lights: dict[int, str] | None = None) -> np.ndarray:
         """Image [H, W, 4] uint8 BGRA. ``vehicles``: objects with position, heading, LENGTH, WIDTH,
-        crashed; the first one is drawn as the ego."""
+        crashed; the first one is drawn as the ego. ``walkers`` are drawn as small magenta squares,
+        each traffic light (``lights``: id -> state) as a square of its colour over its stop line."""
         s = self.spec
         a = self._pixel_to_world(ego_x, ego_y, ego_yaw)
         ppm_map = self.raster.ppm
@@ -197,7 +225,28 @@ class TopDownCamera:
         img = cv2.warpAffine(self.raster.image, m, (s.width, s.height), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
                              borderMode=cv2.BORDER_CONSTANT, borderValue=self._bg)
         self._draw_vehicles(img, a, vehicles)
+        if lights:
+            self._draw_lights(img, a, lights)
+        if walkers:
+            self._draw_boxes(img, a, [(w.position, w.heading, 0.9, 0.9) for w in walkers], _bgra(self.style.walker))
         return img
+
+    def _draw_lights(self, img: np.ndarray, a: np.ndarray, lights: dict[int, str]) -> None:
+        colours = dict(self.style.lights)
+        for spec in self.raster.signals:
+            state = lights.get(spec.signal_id)
+            if state in colours:
+                self._draw_boxes(img, a, [(np.asarray(spec.head), 0.0, 1.6, 1.6)], _bgra(colours[state]))
+
+    def _draw_boxes(self, img: np.ndarray, a: np.ndarray, boxes: list, colour) -> None:
+        inv_lin = np.linalg.inv(a[:, :2])
+        scale = 16.0
+        for pos, yaw, length, width in boxes:
+            poly = _rect(pos, yaw, length, width)
+            px = (poly - a[:, 2]) @ inv_lin.T
+            if px.min() > max(img.shape[:2]) + 10 or px.max() < -10:
+                continue
+            cv2.fillConvexPoly(img, np.round(px * scale).astype(np.int32), colour, lineType=cv2.LINE_AA, shift=4)
 
     def _draw_vehicles(self, img: np.ndarray, a: np.ndarray, vehicles: list) -> None:
         s = self.spec

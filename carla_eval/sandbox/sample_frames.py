@@ -27,6 +27,7 @@ SHOTS: dict[str, tuple[str, float]] = {
     "intersection": ("JunctionLeftTurn", 6.0),
     "roundabout": ("RoundaboutEntry", 12.0),
     "racetrack": ("CutIn", 60.0),
+    "signals": ("PedestrianCrossing", 25.0),
 }
 
 

@@ -25,6 +25,9 @@ Give_Way
   JunctionLeftTurn, JunctionRightTurn, JunctionCrossing, RoundaboutEntry
                    the roads with right of way carry traffic with gaps ``gap_min``-``gap_max`` m
                    (default 35-110) at ``speed_min``-``speed_max``; the ego must wait for a gap.
+Traffic_Signs and pedestrians
+  VanillaSignalizedTurnEncounterRedLight / GreenLight, VanillaNonSignalizedTurnEncounterStopsign,
+  PedestrianCrossing, DynamicObjectCrossing: see :mod:`carla_eval.sandbox.scenarios_rules`.
 """
 
 from __future__ import annotations
@@ -53,6 +56,13 @@ SCENARIO_ABILITIES: dict[str, str] = {
     "JunctionRightTurn": "Give_Way",
     "JunctionCrossing": "Give_Way",
     "RoundaboutEntry": "Give_Way",
+    # Traffic rules and pedestrians (classes in scenarios_rules); Bench2Drive also counts
+    # PedestrianCrossing for Traffic_Signs (carla_eval.metrics adds its groups).
+    "VanillaSignalizedTurnEncounterRedLight": "Traffic_Signs",
+    "VanillaSignalizedTurnEncounterGreenLight": "Traffic_Signs",
+    "VanillaNonSignalizedTurnEncounterStopsign": "Traffic_Signs",
+    "PedestrianCrossing": "Emergency_Brake",
+    "DynamicObjectCrossing": "Emergency_Brake",
 }
 
 
@@ -365,15 +375,24 @@ SCENARIO_CLASSES: dict[str, type[Scenario]] = {
     "JunctionCrossing": GiveWayTraffic,
     "RoundaboutEntry": GiveWayTraffic,
 }
-assert set(SCENARIO_CLASSES) == set(SCENARIO_ABILITIES)
+
+
+def scenario_classes() -> dict[str, type[Scenario]]:
+    """Every scenario type's class (this module's and :mod:`scenarios_rules`')."""
+    from carla_eval.sandbox.scenarios_rules import RULE_SCENARIO_CLASSES
+
+    out = {**SCENARIO_CLASSES, **RULE_SCENARIO_CLASSES}
+    assert set(out) == set(SCENARIO_ABILITIES)
+    return out
 
 
 def build_scenarios(configs: tuple[ScenarioConfig, ...], ctx: ScenarioContext) -> list[Scenario]:
     """Scenario objects of a route, in file order (ScenarioError on an unknown type)."""
     out = []
+    classes = scenario_classes()
     for cfg in configs:
-        cls = SCENARIO_CLASSES.get(cfg.type)
+        cls = classes.get(cfg.type)
         if cls is None:
-            raise ScenarioError(f"unknown scenario type {cfg.type!r} (known: {', '.join(sorted(SCENARIO_CLASSES))})")
+            raise ScenarioError(f"unknown scenario type {cfg.type!r} (known: {', '.join(sorted(classes))})")
         out.append(cls(cfg, ctx))
     return out

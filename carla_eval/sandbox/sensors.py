@@ -181,13 +181,15 @@ class SensorSuite:
             self._renderer.close()
             self._renderer = None
 
-    def read(self, frame: int, ego: EgoReading, vehicles: list) -> dict[str, tuple[int, Any]]:
-        """Sensor data for this frame. ``vehicles``: ego first, then the others (for cameras)."""
+    def read(self, frame: int, ego: EgoReading, vehicles: list, walkers: list = (),
+             lights: dict[int, str] | None = None) -> dict[str, tuple[int, Any]]:
+        """Sensor data for this frame. ``vehicles``: ego first, then the others; ``walkers`` and the
+        traffic lights' states ``lights`` (id -> "Red" / "Yellow" / "Green") are drawn too."""
         data: dict[str, tuple[int, Any]] = {}
         c, s = math.cos(ego.yaw), math.sin(ego.yaw)
         rendered: dict[str, np.ndarray] = {}
         if self._renderer is not None:
-            views = self._renderer.render(ego.x, ego.y, ego.yaw, vehicles)
+            views = self._renderer.render(ego.x, ego.y, ego.yaw, vehicles, walkers=walkers, lights=lights)
             rendered = views.pop("rgb")
             self.ground_truth = views
         for spec in self.specs:
@@ -195,7 +197,7 @@ class SensorSuite:
             if stype == CAMERA:
                 image = rendered.get(sid)
                 if image is None:
-                    image = self._cameras[sid].render(ego.x, ego.y, ego.yaw, vehicles)
+                    image = self._cameras[sid].render(ego.x, ego.y, ego.yaw, vehicles, walkers, lights)
                 data[sid] = (frame, image)
             elif stype == GNSS:
                 mx, my = float(spec.get("x", 0.0)), float(spec.get("y", 0.0))

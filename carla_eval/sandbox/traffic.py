@@ -118,6 +118,9 @@ class TrafficManager:
 
     def _spawn(self, st: _StreamState, path_k: int, u: float, speed: float | None = None):
         path = st.paths[path_k]
+        rules = self.world.rules
+        if rules is not None and not rules.spawn_ok(path, u):
+            return None  # never inside a controlled junction or at its stop line
         lane, s = path.locate(u)
         lane_obj = self.paths.index.lanes[lane]
         v = float(self.rng.uniform(*st.speed_range)) if speed is None else speed

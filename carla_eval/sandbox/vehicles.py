@@ -125,6 +125,7 @@ class TrafficVehicle(IDMVehicle):
         self.forced_decel: float | None = None
         self.forced_min_speed = 0.0
         self.stop_at: float | None = None  # path coordinate of a stop point set by a scenario
+        self.signal_stop: float | None = None  # path coordinate of a stop line / walker (signals.TrafficRules)
         self.finished = False
 
     def on_state_update(self) -> None:
@@ -167,6 +168,9 @@ class TrafficVehicle(IDMVehicle):
                 acc = min(acc, idm_accel(self.speed, self.target_speed, max(d, 0.0), self.speed, s0=0.5))
         if self.stop_at is not None and u is not None:
             d = self.stop_at - u - self.LENGTH / 2
+            acc = min(acc, idm_accel(self.speed, self.target_speed, max(d, 0.0), self.speed, s0=0.5))
+        if self.signal_stop is not None and u is not None:
+            d = self.signal_stop - u - self.LENGTH / 2
             acc = min(acc, idm_accel(self.speed, self.target_speed, max(d, 0.0), self.speed, s0=0.5))
         acc = min(acc, self._zipper_accel())
         if self.forced_decel is not None and self.speed > self.forced_min_speed:

@@ -1,10 +1,12 @@
 """One simulated world: a town's road, the ego, background and scenario cars, stepped at a fixed dt.
 
-Tick order (deterministic): every non-ego car decides (IDM / MOBIL / give-way / zipper courtesy /
+Tick order (deterministic): traffic rules set each background car's stop point (lights, stop
+signs, walkers: :mod:`signals`), every non-ego car decides (IDM / MOBIL / give-way / zipper courtesy /
 scenario hooks) from the current state, the ego takes its control, every car integrates one step, then contacts are
 resolved. Background cars that touch each other crash as in highway-env (pushed apart, then they
 stop); a car that touches the ego stops, and the ego is pushed out of the overlap and loses the
-speed it had towards the other car.
+speed it had towards the other car. Then the walkers step, and a walker the ego touches stops
+(``walker_contacts``; the ego is not pushed).
 """
 
 from __future__ import annotations
@@ -17,9 +19,11 @@ from highway_env.road.road import Road
 
 from carla_eval.sandbox.map_index import MapIndex
 from carla_eval.sandbox.paths import LanePath
+from carla_eval.sandbox.signals import TrafficLights, TrafficRules
 from carla_eval.sandbox.traffic import TownPaths
 from carla_eval.sandbox.vehicle_model import AppliedControl, VehicleModel
 from carla_eval.sandbox.vehicles import EgoVehicle, StaticVehicle, TrafficVehicle
+from carla_eval.sandbox.walkers import Walker, WalkerContact, ego_walker_contacts
 
 
 @dataclass(frozen=True)
@@ -107,6 +111,11 @@ class World:
         self.frame = 0
         self.time = 0.0
         self._next_id = 1
+        # Traffic lights and stop signs (towns that have them), walkers.
+        self.lights = TrafficLights(self.town.signals)
+        self.rules = TrafficRules(self.town, self.lights) if (self.town.signals or self.town.stop_signs) else None
+        self.walkers: list[Walker] = []
+        self.walker_contacts: list[WalkerContact] = []  # the ego's walker contacts of the last tick
 
     # ----------------------------------------------------------------- actors
     def _new_id(self) -> int:
@@ -138,6 +147,19 @@ class World:
         self.actors.append(v)
         return v
 
+    def spawn_walker(self, waypoints: np.ndarray, speed: float, idle: float = 0.0, loop: bool = False,
+                     start: float = 0.0, type_id: str = "walker.pedestrian.0001") -> Walker:
+        w = Walker(self._new_id(), waypoints, speed, idle, loop, type_id, start)
+        self.walkers.append(w)
+        return w
+
+    def remove_walker(self, walker: Walker) -> None:
+        self.walkers.remove(walker)
+
+    def light_states(self) -> dict[int, str]:
+        """Every traffic light's state now (id -> "Red" / "Yellow" / "Green")."""
+        return self.lights.states(self.time)
+
     def remove(self, vehicle) -> None:
         if vehicle is self.ego:
             raise ValueError("the ego cannot be removed")
@@ -158,6 +180,10 @@ class World:
         ego = self.ego
         ending = self.index.ending_lanes
         self.road.merging_vehicles = [v for v in self.road.vehicles if v.lane_index in ending] if ending else []
+        if self.rules is not None or self.walkers:
+            rules = self.rules or TrafficRules(self.town, self.lights)
+            self.rules = rules
+            rules.apply([v for v in self.road.vehicles if isinstance(v, TrafficVehicle)], self.walkers, self.time)
         for v in self.road.vehicles:
             if v is not ego:
                 v.act()
@@ -173,6 +199,9 @@ class World:
             for i, j in close:
                 others[i].handle_collisions(others[j], self.dt)
         contacts = self._ego_contacts(others)
+        for w in self.walkers:
+            w.step(self.dt)
+        self.walker_contacts = ego_walker_contacts(ego, self.walkers) if self.walkers else []
         self.frame += 1
         self.time += self.dt
         return contacts

@@ -34,7 +34,8 @@ import numpy as np
 
 from carla_eval.projection import PinholeCamera, rotation_matrix
 from carla_eval.sandbox.camera.appearance import Appearance
-from carla_eval.sandbox.camera.scene import LAYERS, SEMANTIC_CLASSES, SceneMeshes, box_geometry, build_scene
+from carla_eval.sandbox.camera.scene import (LAMP_SIZE, LAYERS, SEMANTIC_CLASSES, SceneMeshes, box_geometry, build_scene,
+                                             signal_lamps)
 from carla_eval.sandbox.camera.textures import asphalt_texture, grass_texture
 from carla_eval.sandbox.map_index import MapIndex
 
@@ -212,6 +213,42 @@ def _vehicle_template(p3d):
                       np.concatenate(tri_all))
 
 
+WALKER_CLOTHES: tuple[tuple[int, int, int], ...] = (
+    (180, 40, 40), (40, 80, 170), (230, 230, 225), (40, 40, 45), (30, 120, 70), (220, 150, 40), (120, 60, 140), (150, 120, 90),
+)
+LAMP_COLOURS = {"Red": (1.0, 0.12, 0.08), "Yellow": (1.0, 0.78, 0.05), "Green": (0.1, 1.0, 0.35)}
+LAMP_OFF = 0.13  # brightness of an unlit lamp (x its colour)
+
+
+def walker_parts() -> list[tuple[tuple[float, float], tuple[float, float, float], float, tuple[int, int, int]]]:
+    """The walker figure: (centre x, y), (length, width, height), z0, RGB per box, in metres,
+    walker frame (x forward, y right): two legs, torso, two arms, head (1.8 m tall)."""
+    trousers, shirt, skin = (70, 70, 90), (235, 235, 235), (225, 185, 150)
+    return [((0.0, -0.11), (0.2, 0.17, 0.86), 0.0, trousers), ((0.0, 0.11), (0.2, 0.17, 0.86), 0.0, trousers),
+            ((0.0, 0.0), (0.26, 0.44, 0.62), 0.86, shirt),
+            ((0.0, -0.28), (0.14, 0.11, 0.58), 0.88, shirt), ((0.0, 0.28), (0.14, 0.11, 0.58), 0.88, shirt),
+            ((0.02, 0.0), (0.22, 0.2, 0.26), 1.54, skin)]
+
+
+def _walker_template(p3d):
+    pos_all, col_all, tri_all, n = [], [], [], 0
+    for centre, size, z0, rgb in walker_parts():
+        pos, shade, tris = box_geometry(centre, 0.0, size, z0)
+        c = np.clip(np.asarray(rgb, np.float64)[None, :] * shade[:, None], 0, 255)
+        pos_all.append(pos)
+        col_all.append(np.concatenate([c, np.full((len(c), 1), 255)], 1))
+        tri_all.append(tris + n)
+        n += len(pos)
+    return _geom_node(p3d, "walker", np.concatenate(pos_all), np.concatenate(col_all).astype(np.uint8), None,
+                      np.concatenate(tri_all))
+
+
+def _lamp_node(p3d, centre: np.ndarray, yaw: float):
+    pos, _, tris = box_geometry(centre[:2], yaw, (0.06, LAMP_SIZE, LAMP_SIZE), float(centre[2]) - LAMP_SIZE / 2)
+    col = np.full((len(pos), 4), 255, np.uint8)
+    return _geom_node(p3d, "lamp", pos, col, None, tris)
+
+
 def _sky_ring(p3d, appearance: Appearance, seed: int):
     """A cylinder around the camera: sky gradient above the horizon, an irregular treeline on it."""
     segs = 48
@@ -291,6 +328,18 @@ class PerspectiveRenderer:
         self.sky.set_tag("cls", str(SEMANTIC_CLASSES["sky"]))
         self._vehicle_node = _vehicle_template(p3d)
         self._vehicles: dict[int, Any] = {}
+        self._walker_node = _walker_template(p3d)
+        self._walkers: dict[int, Any] = {}
+        self._lamps: dict[int, list[tuple[str, Any]]] = {}
+        self._lamp_state: dict[int, str] = {}
+        for spec in index.town.signals:
+            lamps = []
+            for state, centre, yaw in signal_lamps(index, spec):
+                lamp = self.world.attach_new_node(_lamp_node(p3d, centre, yaw))
+                lamp.set_tag("cls", str(SEMANTIC_CLASSES["traffic_light"]))
+                lamps.append((state, lamp))
+            self._lamps[spec.signal_id] = lamps
+        self._set_lights({})
         self._ego_cams: list[Any] = []
         self._buffers: list[Any] = []
         self._color_tex = self._make_buffer("rgb", self._rgb_camera_state(), sky=True)
@@ -428,20 +477,62 @@ class PerspectiveRenderer:
             if aid not in seen:
                 np_.hide()
 
+    def _set_lights(self, lights: Mapping[int, str]) -> None:
+        """Light each head's lamp of its state (unlit lamps dark); only changed heads are touched."""
+        for sid, lamps in self._lamps.items():
+            state = lights.get(sid, "Off")
+            if self._lamp_state.get(sid) == state:
+                continue
+            self._lamp_state[sid] = state
+            for lamp_state, lamp in lamps:
+                r, g, b = LAMP_COLOURS[lamp_state]
+                k = 1.0 if lamp_state == state else LAMP_OFF
+                lamp.set_color_scale(r * k, g * k, b * k, 1.0)
+
+    def _place_walkers(self, walkers: Iterable[Any], ego_x: float, ego_y: float) -> None:
+        seen = set()
+        for w in walkers:
+            px, py = float(w.position[0]), float(w.position[1])
+            if abs(px - ego_x) > FAR_M or abs(py - ego_y) > FAR_M:
+                continue
+            aid = int(w.actor_id)
+            seen.add(aid)
+            np_ = self._walkers.get(aid)
+            if np_ is None:
+                np_ = self.world.attach_new_node(f"walker-{aid}")
+                inst = np_.attach_new_node(self._walker_node)
+                inst.set_tag("cls", str(SEMANTIC_CLASSES["pedestrian"]))
+                rgb = WALKER_CLOTHES[zlib.crc32(str(aid).encode()) % len(WALKER_CLOTHES)]
+                np_.set_color_scale(*(c / 255.0 for c in rgb), 1.0)
+                self._walkers[aid] = np_
+            np_.set_pos(px, -py, 0.0)
+            np_.set_h(-math.degrees(float(w.heading)))
+            # A walker that was hit lies on the ground.
+            np_.set_r(90.0 if getattr(w, "crashed", False) else 0.0)
+            np_.show()
+        for aid, np_ in self._walkers.items():
+            if aid not in seen:
+                np_.hide()
+
     def _read(self, tex) -> np.ndarray:
         data = np.frombuffer(tex.get_ram_image(), np.uint8).reshape(self.height, self.width, 4)
         return data[::-1]
 
     def render(self, ego_x: float, ego_y: float, ego_yaw: float, vehicles: Sequence[Any],
-               skip_first: bool = True) -> dict[str, dict[str, np.ndarray]]:
+               skip_first: bool = True, walkers: Sequence[Any] = (),
+               lights: Mapping[int, str] | None = None) -> dict[str, dict[str, np.ndarray]]:
         """Render every camera. ``vehicles``: objects with position, heading, LENGTH, WIDTH, actor_id;
-        the first (the ego) is not drawn when ``skip_first``.
+        the first (the ego) is not drawn when ``skip_first``. ``walkers``: objects with position,
+        heading, actor_id (drawn as figures); ``lights``: traffic light id -> "Red" / "Yellow" /
+        "Green" (the lit lamp of each head; a light missing from it is dark).
 
         Returns ``{"rgb": {id: BGRA uint8 [H, W, 4]}}``, plus ``"depth"`` and ``"semantic"`` (same
         layout, CARLA encodings) when the renderer was built with ``ground_truth``.
         """
         self._place_cameras(ego_x, ego_y, ego_yaw)
         self._place_vehicles(vehicles, ego_x, ego_y, skip_first)
+        self._place_walkers(walkers, ego_x, ego_y)
+        self._set_lights(lights or {})
         for buf in self._buffers:
             buf.set_active(True)
         self._engine.render_frame()

@@ -8,7 +8,11 @@ Built once per town from its lanes (numpy only; :mod:`renderer` turns it into pa
   solid), 0.2 m wide, just above the road;
 - ``solid``: 3D objects with baked face shading: curbs along road edges, and roadside poles,
   signs, trees and buildings at irregular spacing drawn from a generator seeded by the town's
-  name (the same town looks the same in every run; motion along a straight road is visible).
+  name (the same town looks the same in every run; motion along a straight road is visible);
+- traffic controls, in towns that have them: stop lines and zebra crossings (markings), traffic
+  light poles with a mast arm and a dark housing over the lane (the lamps are dynamic: the
+  renderer lights them in the state's colour each tick, :func:`signal_lamps`), stop signs (a red
+  plate on a pole).
 
 Every triangle belongs to a 100 m cell (by its centre) and carries a CARLA semantic class
 (:data:`SEMANTIC_CLASSES`), so the renderer can cull per cell and render semantic ground truth.
@@ -36,7 +40,7 @@ ROAD_Z, MARKING_Z = 0.0, 0.0  # flat layers; drawn in layer order (see renderer)
 
 # CARLA 0.9.14+ semantic tags (sensor.camera.semantic_segmentation, red channel).
 SEMANTIC_CLASSES: dict[str, int] = {
-    "unlabeled": 0, "road": 1, "sidewalk": 2, "building": 3, "pole": 6, "traffic_sign": 8,
+    "unlabeled": 0, "road": 1, "sidewalk": 2, "building": 3, "pole": 6, "traffic_light": 7, "traffic_sign": 8,
     "vegetation": 9, "terrain": 10, "sky": 11, "pedestrian": 12, "car": 14, "road_line": 24,
 }
 LAYERS = ("ground", "road", "marking", "solid")
@@ -206,7 +210,87 @@ def build_scene(index: MapIndex, style: RoadsideStyle = RoadsideStyle()) -> Scen
     for poly in town.extra_drivable:
         scene.polygon(poly, ROAD_Z, "road", road_cls, (255, 255, 255, 255), uv_scale=6.0)
     _curbs_and_roadside(scene, index, rng, style)
+    _traffic_controls(scene, index)
     return scene
+
+
+LIGHT_HOUSING = (0.35, 0.45, 1.1)  # m: depth, width, height of a light head
+LIGHT_HOUSING_Z = 4.5  # m: bottom of the head
+LAMP_SIZE = 0.3  # m
+LAMP_STATES = ("Red", "Yellow", "Green")  # top to bottom
+
+
+def crosswalk_stripes(town) -> list[tuple[np.ndarray, float, float, float]]:
+    """Zebra stripes of the town's crossings as (centre, yaw, length, width) rectangles (m):
+    0.5 m wide stripes along the road, 1 m apart, across the whole crossing."""
+    out = []
+    for cw in town.crosswalks:
+        f = np.array([math.cos(cw.yaw), math.sin(cw.yaw)])
+        r = np.array([-math.sin(cw.yaw), math.cos(cw.yaw)])
+        for off in np.arange(-cw.width / 2 + 0.5, cw.width / 2 - 0.25, 1.0):
+            out.append((np.asarray(cw.centre) + r * off, cw.yaw, cw.length, 0.5))
+        del f
+    return out
+
+
+def stop_line_rects(index: MapIndex) -> list[tuple[np.ndarray, float, float, float]]:
+    """Stop lines (0.5 m deep, across the lane, just beyond the stop point) as rectangles."""
+    town = index.town
+    out = []
+    for lane_key, s_stop in [(sp.lane, sp.s_stop) for sp in town.signals] + [(sp.lane, sp.s_stop) for sp in town.stop_signs]:
+        geo = index.geometry[lane_key]
+        out.append((geo.position(s_stop + 0.25), float(geo.heading_at(s_stop)), 0.5, index.lanes[lane_key].width_at(s_stop)))
+    return out
+
+
+def signal_facing(index: MapIndex, spec) -> float:
+    """Yaw (rad) of the lane a light controls at its stop line (the head faces the other way)."""
+    return float(index.geometry[spec.lane].heading_at(spec.s_stop))
+
+
+def signal_lamps(index: MapIndex, spec) -> list[tuple[str, np.ndarray, float]]:
+    """The three lamps of a light head: (state they show, centre [3] world m, yaw rad)."""
+    yaw = signal_facing(index, spec)
+    f = np.array([math.cos(yaw), math.sin(yaw)])
+    front = np.asarray(spec.head) - f * (LIGHT_HOUSING[0] / 2 + 0.03)
+    out = []
+    for k, state in enumerate(LAMP_STATES):
+        z = LIGHT_HOUSING_Z + LIGHT_HOUSING[2] - 0.2 - k * 0.35 - LAMP_SIZE / 2
+        out.append((state, np.array([front[0], front[1], z]), yaw))
+    return out
+
+
+def _traffic_controls(scene: SceneMeshes, index: MapIndex) -> None:
+    town = index.town
+    if not (town.signals or town.stop_signs or town.crosswalks):
+        return
+    white = (235, 235, 228, 255)
+    line_cls = SEMANTIC_CLASSES["road_line"]
+    for centre, yaw, length, width in crosswalk_stripes(town) + stop_line_rects(index):
+        f = np.array([math.cos(yaw), math.sin(yaw)])
+        r = np.array([-math.sin(yaw), math.cos(yaw)])
+        c = np.asarray(centre, np.float64)
+        pts = np.array([c + f * a * length / 2 + r * b * width / 2 for a, b in ((1, -1), (1, 1), (-1, 1), (-1, -1))])
+        scene.polygon(pts, MARKING_Z, "marking", line_cls, white)
+    pole_cls, light_cls = SEMANTIC_CLASSES["pole"], SEMANTIC_CLASSES["traffic_light"]
+    for spec in town.signals:
+        pole, head = np.asarray(spec.pole, np.float64), np.asarray(spec.head, np.float64)
+        top = LIGHT_HOUSING_Z + LIGHT_HOUSING[2] + 0.3
+        scene.box(pole, 0.0, (0.28, 0.28, top + 0.2), 0.0, pole_cls, (70, 72, 75))
+        arm = head - pole
+        scene.box(0.5 * (pole + head), math.atan2(arm[1], arm[0]), (float(np.hypot(*arm)) + 0.3, 0.16, 0.16), top,
+                  pole_cls, (70, 72, 75))
+        scene.box(head, signal_facing(index, spec), LIGHT_HOUSING, LIGHT_HOUSING_Z, light_cls, (25, 25, 28))
+        scene.box(head, 0.0, (0.1, 0.1, top - LIGHT_HOUSING_Z - LIGHT_HOUSING[2]), LIGHT_HOUSING_Z + LIGHT_HOUSING[2],
+                  pole_cls, (70, 72, 75))
+    sign_cls = SEMANTIC_CLASSES["traffic_sign"]
+    for spec in town.stop_signs:
+        pole = np.asarray(spec.pole, np.float64)
+        yaw = float(index.geometry[spec.lane].heading_at(spec.s_stop))
+        scene.box(pole, yaw, (0.1, 0.1, 2.0), 0.0, pole_cls, (150, 150, 150))
+        scene.box(pole, yaw, (0.05, 0.86, 0.86), 1.85, sign_cls, (235, 235, 235))  # white rim
+        f = np.array([math.cos(yaw), math.sin(yaw)])
+        scene.box(pole - f * 0.04, yaw, (0.04, 0.74, 0.74), 1.91, sign_cls, (200, 20, 24))
 
 
 class _Occupancy:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from carla_eval.sandbox.towns.base import LANE_WIDTH, LaneIndex, RoadKey, Town, TrafficStream
 
-TOWN_NAMES: tuple[str, ...] = ("highway", "merge", "intersection", "roundabout", "racetrack")
+TOWN_NAMES: tuple[str, ...] = ("highway", "merge", "intersection", "roundabout", "racetrack", "signals")
 
 _CACHE: dict[str, Town] = {}
 

@@ -48,6 +48,51 @@ class TrafficStream:
     cyclic: bool = False
 
 
+@dataclass(frozen=True)
+class SignalSpec:
+    """A traffic light controlling one incoming lane of a signalised junction.
+
+    Attributes:
+        signal_id: the light's actor id (unique in the town; messages name it).
+        junction: the junction it belongs to (lights of one junction share one cycle).
+        phase: its slot in the junction's cycle (one approach per slot: 0, 1, 2, ...).
+        lane: the incoming lane it controls.
+        s_stop: where the stop line is on that lane (m from the lane's start).
+        pole: (x, y) world m of the pole (the light's location in messages).
+        head: (x, y) world m of the light head (hung over the lane on a mast arm).
+    """
+
+    signal_id: int
+    junction: str
+    phase: int
+    lane: LaneIndex
+    s_stop: float
+    pole: tuple[float, float]
+    head: tuple[float, float]
+
+
+@dataclass(frozen=True)
+class StopSignSpec:
+    """A stop sign on one incoming lane: its stop line at ``s_stop`` (m along ``lane``) and its pole
+    at ``pole`` (x, y world m; the sign's location in messages)."""
+
+    sign_id: int
+    lane: LaneIndex
+    s_stop: float
+    pole: tuple[float, float]
+
+
+@dataclass(frozen=True)
+class CrosswalkSpec:
+    """A zebra crossing: ``centre`` (x, y world m), ``yaw`` (rad) of the road it crosses, its
+    extent ``length`` along that road and ``width`` across it (m)."""
+
+    centre: tuple[float, float]
+    yaw: float
+    length: float
+    width: float
+
+
 @dataclass
 class Town:
     """A sandbox map.
@@ -64,6 +109,9 @@ class Town:
         priority_paths: extra lane paths with right of way, as (lanes, cyclic); the paths of priority
             streams are added by :meth:`all_priority_paths`.
         description: one line for the docs.
+        signals: traffic lights (:class:`SignalSpec`); stop_signs: stop signs; crosswalks: zebra
+            crossings (all empty in towns without them).
+        walker_paths: sidewalk polylines [N, 2] (world m) that ambient walkers stroll along.
     """
 
     name: str
@@ -74,6 +122,10 @@ class Town:
     extra_drivable: tuple[np.ndarray, ...] = ()
     priority_paths: tuple[tuple[tuple[LaneIndex, ...], bool], ...] = ()
     description: str = ""
+    signals: tuple[SignalSpec, ...] = ()
+    stop_signs: tuple[StopSignSpec, ...] = ()
+    crosswalks: tuple[CrosswalkSpec, ...] = ()
+    walker_paths: tuple[np.ndarray, ...] = ()
     _bounds: tuple[float, float, float, float] | None = field(default=None, repr=False)
 
     def all_priority_paths(self) -> list[tuple[tuple[LaneIndex, ...], bool]]:
