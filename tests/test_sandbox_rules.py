@@ -7,13 +7,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from carla_eval.backend import RouteInvalidError
+
 from carla_eval import metrics, scoring
 from carla_eval.routes import RouteConfig, ScenarioConfig
 from carla_eval.sandbox.agents import ScriptedAgent
 from carla_eval.sandbox.backend import SandboxBackend
 from carla_eval.sandbox.config import CriteriaConfig, SandboxConfig
 from carla_eval.sandbox.expert import ExpertConfig
-from carla_eval.sandbox.scenarios import SCENARIO_ABILITIES, ScenarioError
+from carla_eval.sandbox.scenarios import SCENARIO_ABILITIES
 from carla_eval.sandbox.signals import GREEN, RED, YELLOW, SignalTiming, TrafficLights
 from carla_eval.sandbox.towns import get_town
 from carla_eval.sandbox.traffic import TrafficConfig
@@ -188,7 +190,8 @@ def test_rule_scenarios_need_their_feature_on_the_route():
     be = backend()
     bad = RouteConfig(0, "b", "signals", ((30.0, 2.0, 0.0), (200.0, 2.0, 0.0)),
                       (ScenarioConfig("red", "VanillaSignalizedTurnEncounterRedLight", (60.0, 2.0, 0.0, 0.0)),))
-    with pytest.raises(ScenarioError, match="no traffic light"):
+    # A route that can never run is an invalid route (never retried), naming the scenario's reason.
+    with pytest.raises(RouteInvalidError, match="scenario 'red': the route passes no traffic light"):
         be.prepare(bad, 0)
 
 
