@@ -568,6 +568,7 @@ class PerspectiveRenderer:
         k = np.round((coarse + 0.5 - fine) / DEPTH_FINE_PERIOD_M)
         depth = k * DEPTH_FINE_PERIOD_M + fine
         depth[(enc[..., 1] == 255) & (enc[..., 2] == 255)] = SKY_DEPTH_M
+        depth = _fix_edge_outliers(depth, cls)
         flat = np.isin(cls, _FLAT_CLASSES)
         if flat.any():
             plane = ground_plane_depth(region.camera)
@@ -580,6 +581,34 @@ class PerspectiveRenderer:
             self._engine.remove_window(buf)
         self._buffers = []
         self.frame_root.remove_node()
+
+
+def _fix_edge_outliers(depth: np.ndarray, cls: np.ndarray) -> np.ndarray:
+    """Replace object pixels whose ramp depth disagrees with their own object's neighbours.
+
+    At silhouette edges the rasteriser can sample the depth ramp with texture coordinates from
+    outside the triangle, which decodes to a wrong wrap of the fine ramp (a far building pixel
+    reading 0.3 m). Such a pixel is replaced by the median of its 3 x 3 neighbours of the same
+    class when it differs from it by more than max(0.5 m, 15 %)."""
+    h, w = depth.shape
+    pad_d = np.pad(depth, 1, mode="edge")
+    pad_c = np.pad(cls, 1, mode="constant", constant_values=255)
+    stack = np.empty((9, h, w))
+    k = 0
+    for dy in range(3):
+        for dx in range(3):
+            same = pad_c[dy : dy + h, dx : dx + w] == cls
+            stack[k] = np.where(same, pad_d[dy : dy + h, dx : dx + w], np.nan)
+            k += 1
+    with np.errstate(all="ignore"):
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            med = np.nanmedian(stack, axis=0)
+    objects = ~np.isin(cls, _FLAT_CLASSES + (SEMANTIC_CLASSES["sky"],))
+    bad = objects & np.isfinite(med) & (np.abs(depth - med) > np.maximum(0.5, 0.15 * med))
+    return np.where(bad, med, depth)
 
 
 def ground_plane_depth(cam: PinholeCamera) -> np.ndarray:
