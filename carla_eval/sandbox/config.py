@@ -24,8 +24,12 @@ class CriteriaConfig:
     timeout_base: float = 60.0
     timeout_speed: float = 3.0
     max_ticks: int | None = None
-    collision_repeat_time: float = 5.0
-    collision_repeat_distance: float = 3.0
+    # Vehicle collisions: scenario_runner's CollisionTest (leaderboard 2.0 values; 1.0 used an
+    # ignore radius of 3 m and no speed check).
+    collision_id_time: float = 5.0  # contacts with the last counted actor are ignored this long after its event
+    collision_ignore_radius: float = 5.0  # contacts this close to a remembered event place are ignored
+    collision_forget_radius: float = 5.0  # event places are forgotten once the ego is farther than this
+    collision_min_speed: float = 0.1  # contacts while the ego is slower than this are not its fault
     min_speed_checkpoints: int = 20
     min_speed_radius: float = 50.0
     offroad_type_id: str = "static.sandbox.roadside"

@@ -40,12 +40,14 @@ class ActorBox:
 
 @dataclass(frozen=True)
 class Contact:
-    """The ego touches ``actor_id`` this tick."""
+    """The ego touches ``actor_id`` this tick, its centre at (x, y) world m, moving at ``ego_speed``
+    m/s (its forward speed before the contact response)."""
 
     actor_id: int
     type_id: str
     x: float
     y: float
+    ego_speed: float = 0.0
 
 
 class SandboxRoad(Road):
@@ -188,7 +190,7 @@ class World:
             hit, _, translation = hutils.are_polygons_intersecting(poly, v.polygon(), np.zeros(2), np.zeros(2))
             if not hit:
                 continue
-            out.append(Contact(v.actor_id, v.type_id, float(ego.position[0]), float(ego.position[1])))
+            out.append(Contact(v.actor_id, v.type_id, float(ego.position[0]), float(ego.position[1]), float(ego.speed)))
             direction = ego.direction
             towards = float(np.dot(translation, direction)) < 0.0  # the other car is ahead of the ego
             other_along = float(v.speed * np.dot(v.direction, direction))
