@@ -36,6 +36,22 @@ class CriteriaConfig:
 
 
 @dataclass(frozen=True)
+class GuardConfig:
+    """Collision guard of background cars (see carla_eval/sandbox/guard.py): s, m, deg."""
+
+    enabled: bool = True
+    horizon: tuple[float, ...] = (0.5, 1.0, 1.5, 2.0)
+    radius: float = 12.0  # candidates within radius + (both speeds) x the last horizon of a car's centre
+    max_heading_diff: float = 100.0  # deg: merges into a ring meet at up to about 85 deg
+    lateral_margin: float = 0.3
+    lateral_tau: float = 1.0  # a lane-changing car's lateral offset fades with this time constant
+    path_step: float = 2.0
+    min_gap: float = 1.0  # IDM standstill gap towards a guard leader
+    time_gap: float = 0.6  # IDM time gap towards a guard leader
+    hold_time: float = 1.5  # after touching another car, the car that yields brakes to a stop this long
+
+
+@dataclass(frozen=True)
 class TrafficConfig:
     """Background traffic (see carla_eval/sandbox/traffic.py): metres, ticks."""
 
@@ -49,6 +65,8 @@ class TrafficConfig:
     max_vehicles: int = 26
     manage_every: int = 5
     density_scale: float = 1.0  # multiplies every stream's gaps (larger = sparser)
+    approach_clear: float = 30.0  # no give-way car spawns closer than this before its first conflict zone
+    guard: GuardConfig = field(default_factory=GuardConfig)
 
 
 @dataclass(frozen=True)
@@ -111,6 +129,14 @@ class SandboxConfig:
                 bad = sorted(set(value) - set(sub.__dataclass_fields__))
                 if bad:
                     raise ValueError(f"unknown keys in sandbox config {key!r}: {bad}")
+                if key == "traffic" and isinstance(value.get("guard"), dict):
+                    guard = value["guard"]
+                    bad = sorted(set(guard) - set(GuardConfig.__dataclass_fields__))
+                    if bad:
+                        raise ValueError(f"unknown keys in sandbox config 'traffic.guard': {bad}")
+                    if "horizon" in guard:
+                        guard = dict(guard, horizon=tuple(guard["horizon"]))
+                    value = dict(value, guard=GuardConfig(**guard))
                 value = sub(**value)
             kwargs[key] = value
         return cls(**kwargs)
