@@ -17,6 +17,10 @@ each background car ``i`` and every vehicle ``j`` near it heading roughly the sa
 - if any prediction of ``j`` comes within ``lateral_margin`` of ``i``'s path (box half-widths added)
   at or ahead of ``i``'s centre, ``j`` is a leader of ``i`` at its current distance along the path.
 
+Cars ahead in ``i``'s own lane that keep it are skipped (they are ``i``'s IDM leaders), and so are
+cars beside ``i``'s lane too far out to reach it within the horizon at their heading (a vectorised
+pre-test), which keeps the guard cheap on multi-lane roads.
+
 The car then takes the lower of its own acceleration and the IDM acceleration towards its guard
 leaders (``min_gap``, ``time_gap``). Crossing traffic (larger heading differences) is left to the
 give-way rule (:mod:`giveway`).
@@ -28,6 +32,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+from highway_env.road.lane import CircularLane, StraightLane
 
 from carla_eval.sandbox.config import GuardConfig
 from carla_eval.sandbox.map_index import MapIndex
@@ -94,6 +99,47 @@ def lane_path_points(index: MapIndex, vehicle, stations: np.ndarray, lateral_tau
     return out
 
 
+def lane_frame(lane, xy: np.ndarray, heading: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """(s, lateral, heading relative to the lane) of points [K, 2] with headings [K] on a straight
+    or circular highway-env lane, vectorised; None for other lane types."""
+    if isinstance(lane, StraightLane):
+        d = xy - lane.start
+        s = d @ lane.direction
+        lat = d @ lane.direction_lateral
+        return s, lat, np.angle(np.exp(1j * (heading - lane.heading)))
+    if isinstance(lane, CircularLane):
+        d = xy - lane.center
+        phi = np.arctan2(d[:, 1], d[:, 0])
+        phi = lane.start_phase + np.angle(np.exp(1j * (phi - lane.start_phase)))
+        s = lane.direction * (phi - lane.start_phase) * lane.radius
+        lat = lane.direction * (lane.radius - np.hypot(d[:, 0], d[:, 1]))
+        lane_heading = phi + math.pi / 2 * lane.direction
+        return s, lat, np.angle(np.exp(1j * (heading - lane_heading)))
+    return None
+
+
+def _far_beside(index: MapIndex, vi, width_i: float, pos: np.ndarray, head: np.ndarray, speed: np.ndarray,
+                half_diag: np.ndarray, t_max: float, margin: float) -> np.ndarray:
+    """[K] True for the vehicles that stay clear of the lane ``vi`` drives to over the horizon:
+    beside it on the lane's extent, farther out than the two half-widths plus the lateral distance
+    they can close at their current heading (a cheap test before the path check)."""
+    lane_index = getattr(vi, "target_lane_index", None) or vi.lane_index
+    lane = index.lanes[lane_index]
+    frame = lane_frame(lane, pos, head)
+    if frame is None:
+        return np.zeros(len(pos), dtype=bool)
+    s, lat, dh = frame
+    s_i, lat_i = lane.local_coordinates(vi.position)
+    on_extent = (s > -half_diag) & (s < float(lane.length))
+    closing = np.abs(speed * np.sin(dh)) * t_max
+    return on_extent & (np.abs(lat) - closing > width_i / 2 + half_diag + margin + abs(float(lat_i)))
+
+
+def _keeps_lane(vehicle, lane) -> bool:
+    """The vehicle is on ``lane`` and not changing lanes."""
+    return vehicle.lane_index == lane and getattr(vehicle, "target_lane_index", lane) == lane
+
+
 def predict(index: MapIndex, vehicle, times: np.ndarray, lateral_tau: float) -> np.ndarray:
     """Predicted centres [T, 2] of any vehicle at ``times`` [T] s (see the module docstring)."""
     speed = max(float(vehicle.speed), 0.0)
@@ -140,11 +186,21 @@ def guard_leaders(index: MapIndex, vehicles: list, movers: list, config: GuardCo
     cand = ahead & same_way & (dist < reach)
     np.fill_diagonal(cand, False)
     predictions: dict[int, np.ndarray] = {}
+    half_diag = np.hypot(length, width) / 2
     for i in movers:
         js = np.nonzero(cand[i])[0]
         if js.size == 0:
             continue
         vi = vehicles[i]
+        lane_i = vi.lane_index
+        if getattr(vi, "target_lane_index", lane_i) == lane_i:  # cars ahead in its own lane are its IDM leaders
+            js = np.array([j for j in js if not _keeps_lane(vehicles[j], lane_i)], dtype=np.int64)
+            if js.size == 0:
+                continue
+        far = _far_beside(index, vi, float(width[i]), pos[js], head[js], speed[js], half_diag[js], t_max, config.lateral_margin)
+        js = js[~far]
+        if js.size == 0:
+            continue
         d_path = float(speed[i]) * t_max + float(length[i]) + 2.0 * config.radius
         stations = np.arange(0.0, d_path + config.path_step, config.path_step)
         path = lane_path_points(index, vi, stations, config.lateral_tau)
