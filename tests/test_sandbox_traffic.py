@@ -95,3 +95,43 @@ def test_no_car_spawns_committed_at_a_give_way_line():
             u = v.path_coord()
             assert u < first.s_in - 20.0 or u > first.s_out + 5.0, (seed, v.actor_id, u, first)
     assert n_minor > 20
+
+
+class _StraightPath:
+    """A priority path whose coordinate is a vehicle's ``u`` attribute."""
+
+    cyclic = False
+    length = 1000.0
+
+    def coord_of_vehicle(self, v):
+        return v.u
+
+    def ahead(self, a, b):
+        return b - a
+
+
+class _Car:
+    LENGTH = 5.0
+
+    def __init__(self, u: float, speed: float) -> None:
+        self.u, self.speed = u, speed
+
+
+def test_give_way_never_stops_inside_a_zone_it_has_entered():
+    from carla_eval.sandbox.giveway import ConflictZone
+
+    first = ConflictZone(0, 100.0, 104.0, 50.0, 54.0)
+    second = ConflictZone(1, 107.0, 111.0, 50.0, 54.0)
+    gw = GiveWay([first, second], [_StraightPath(), _StraightPath()])
+    coming = [_Car(30.0, 8.0)]  # on the second zone's road, there in 2.2 s
+    # Front already in the first zone: stopping at the second zone's line would block the first
+    # road, so it drives on.
+    assert gw.stop_distance(99.0, 3.0, 5.0, coming) is None
+    # Front just before the first zone and slow: it stops there instead.
+    d = gw.stop_distance(96.6, 1.0, 5.0, coming)
+    assert d is not None and 96.6 + d + 2.5 == np.float64(99.5)
+    # Zones far apart: the usual stop before the second zone, clear of the first.
+    far = ConflictZone(1, 120.0, 124.0, 50.0, 54.0)
+    gw = GiveWay([first, far], [_StraightPath(), _StraightPath()])
+    d = gw.stop_distance(99.0, 3.0, 5.0, coming)
+    assert d is not None and 99.0 + d == 120.0 - gw.config.stop_margin - 2.5
