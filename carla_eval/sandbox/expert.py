@@ -7,8 +7,10 @@ vehicle, the dense route and the town's lanes. Each tick it
    ahead, so it changes lanes where the route does);
 2. overtakes a stopped or slow car ahead in its lane (a side lane that continues for 60 m and whose
    gaps are safe), and comes back once it is ``return_gap`` past it;
-3. changes lanes only when the target lane's front and rear gaps are safe (else it keeps its lane
-   and, where its lane ends, slows down to stop before the end and wait for a gap);
+3. changes lanes only when the target lane's front and rear gaps are safe, counting the cars
+   moving into that lane too (else it keeps its lane and, where its lane ends, slows down to stop
+   ``lane_end_gap`` before the end and wait for a gap); it abandons a started lane change, back to
+   its own lane, while its centre is still there and a gap closes;
 4. builds a path along the chosen lane (lateral offset blended out), a speed limit along it (lane
    limit, 2.5 m/s^2 lateral acceleration in curves, braking at 2 m/s^2 ahead of slower stretches),
    and rolls an IDM car-following model forward for 3 s against every vehicle in or cutting into
@@ -69,6 +71,7 @@ class ExpertConfig:
     lane_change_front_time: float = 1.0
     lane_change_rear_time: float = 1.5
     lane_change_min_gap: float = 6.0
+    lane_change_min_gap_slow: float = 2.5  # rear bumper gap enough behind a car slower than 2 m/s
     merge_horizon: tuple[float, ...] = (0.5, 1.0, 1.5, 2.0, 2.5)  # s: cars moving into the target lane within these
     lane_change_abort_relax: float = 0.5  # a started lane change is abandoned when gaps fall below this x the needs
     lane_change_retry_time: float = 2.0  # s before a new lane change after abandoning one
@@ -258,7 +261,8 @@ class ExpertPlanner:
             if st >= 0.0:
                 need = max(c.lane_change_min_gap, c.lane_change_front_time * v + 1.5 * max(0.0, v - vo))
             else:
-                need = max(c.lane_change_min_gap, c.lane_change_rear_time * vo + 2.0 * max(0.0, vo - v))
+                min_gap = c.lane_change_min_gap if vo >= 2.0 else c.lane_change_min_gap_slow
+                need = max(min_gap, c.lane_change_rear_time * vo + 2.0 * max(0.0, vo - v))
             if gap < need * relax:
                 return False
         return True
