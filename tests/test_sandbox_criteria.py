@@ -183,3 +183,57 @@ def test_outcome_names():
     assert out.save_name == "RouteScenario_17_rep2_highway_HardBrake"
     assert out.scenario_name == "HardBrake" and out.ability == "Emergency_Brake" and out.town_name == "highway"
     assert out.repetition == 2 and set(out.infractions) == set(scoring.INFRACTION_KEYS)
+
+
+# ---------------------------------------------------------------------------- collision counting
+class _Ego:
+    def __init__(self, x: float, y: float, speed: float) -> None:
+        self.position = np.array([x, y])
+        self.speed = speed
+
+
+def _highway_criteria():
+    from carla_eval.sandbox.criteria import RouteCriteria
+    from carla_eval.sandbox.map_index import get_map_index
+    from carla_eval.sandbox.route_plan import RoutePlanner
+    from carla_eval.sandbox.towns import get_town
+
+    index = get_map_index(get_town("highway"))
+    plan = RoutePlanner(index).plan([(10.0, 4.0), (600.0, 4.0)])
+    return RouteCriteria(plan, index, 0.05, CriteriaConfig())
+
+
+def _push(crit, ticks: int, speed: float, actor: int = 7, x0: float = 20.0, t0: float = 0.0, y: float = 4.0) -> int:
+    """Drive along x at ``speed`` touching ``actor`` every tick; return the collisions counted."""
+    from carla_eval.sandbox.world import Contact
+
+    n = 0
+    for k in range(ticks):
+        x = x0 + speed * 0.05 * k
+        res = crit.update(k, t0 + 0.05 * (k + 1), _Ego(x, y, speed), [Contact(actor, "vehicle.sandbox.idm", x, y, speed)], [])
+        n += sum(key == "collisions_vehicle" for key, _ in res.new_events)
+    return n
+
+
+def test_continuous_contact_counts_once_within_the_id_time():
+    # 4 s of contact while sliding 40 m along: one event (the old rule counted one every 3 m).
+    assert _push(_highway_criteria(), ticks=80, speed=10.0) == 1
+
+
+def test_continuous_contact_counts_again_only_after_the_id_time():
+    # 12 s of contact at 10 m/s: counted at 0 s, again after 5 s and after 10 s (scenario_runner's
+    # MAX_ID_TIME), each time more than 5 m from the last event place.
+    assert _push(_highway_criteria(), ticks=240, speed=10.0) == 3
+
+
+def test_contact_near_the_last_event_place_is_not_counted_again():
+    crit = _highway_criteria()
+    assert _push(crit, ticks=10, speed=1.0, actor=7) == 1
+    # Another actor touched 1 m further on, 2 s later: within 5 m of the event place.
+    assert _push(crit, ticks=5, speed=1.0, actor=8, x0=21.0, t0=2.0) == 0
+    # Far from it (and still within the id time of actor 7): a new event.
+    assert _push(crit, ticks=5, speed=1.0, actor=8, x0=40.0, t0=3.0) == 1
+
+
+def test_contact_while_standing_still_is_not_the_egos_fault():
+    assert _push(_highway_criteria(), ticks=40, speed=0.0) == 0

@@ -57,3 +57,60 @@ def test_expert_completes_smoke_suite_without_infractions():
         assert out.status == scoring.STATUS_PERFECT, (route.route_id, out.status, out.infractions)
         assert scoring.is_success(out.status, out.infractions)
         assert out.scores["score_composed"] == 100.0
+
+
+# ---------------------------------------------------------------------------- lane changes
+# Lane 0 -> lane 1 at x = 200 m; no background traffic, one car placed by the test.
+LANE_CHANGE_ROUTE = RouteConfig(0, "lc", "highway", ((50.0, 0.0, 0.0), (200.0, 0.0, 0.0), (300.0, 4.0, 0.0), (600.0, 4.0, 0.0)))
+
+
+def _merging_car_run(when, ahead: float = 4.0):
+    """Drive LANE_CHANGE_ROUTE with the expert; the first tick ``when(planner, ego)`` holds, a car
+    appears in lane 2, ``ahead`` m ahead of the ego at its speed, moving into lane 1 (the expert's
+    target). Background cars' collision guard is off: avoiding the car is the expert's job."""
+    from carla_eval.sandbox.config import TrafficConfig
+
+    traffic = TrafficConfig(enabled=False)
+    try:
+        from carla_eval.sandbox.config import GuardConfig
+
+        traffic = TrafficConfig(enabled=False, guard=GuardConfig(enabled=False))
+    except ImportError:  # a sandbox without the guard
+        pass
+    backend = SandboxBackend(SandboxConfig(traffic=traffic))
+    expert = backend.create_expert_agent()
+    state = {"car": None, "contacts": 0}
+
+    def on_tick(info):
+        session = backend.session
+        world, planner = session.world, expert._planner
+        ego = world.ego
+        if state["car"] is None and planner is not None and when(planner, ego):
+            path = session.paths.stream_paths["lane2"][0]
+            car = world.spawn_traffic(path, float(ego.position[0]) + ahead, float(ego.speed), float(ego.speed), False)
+            car.target_lane_index = (car.lane_index[0], car.lane_index[1], 1)
+            state["car"] = car
+            state["changing_at_spawn"] = planner.changing_to is not None
+        state["contacts"] += sum(k == "collisions_vehicle" for k, _ in info.new_infractions)
+        state["aborted"] = getattr(planner, "aborted", 0)
+
+    out = backend.run_route(LANE_CHANGE_ROUTE, expert, "", seed=0, on_tick=on_tick)
+    return out, state, expert
+
+
+def test_expert_waits_for_a_car_merging_into_its_target_lane():
+    # The car appears just before the expert would start its lane change (the expert used to
+    # start anyway, sideswipe it and count 8 collisions).
+    out, state, _ = _merging_car_run(lambda planner, ego: ego.position[0] > 164.0, ahead=2.0)
+    assert state["car"] is not None and not state["changing_at_spawn"]
+    assert state["car"].lane_index[2] == 1  # it merged
+    assert out.infractions["collisions_vehicle"] == [] and state["contacts"] == 0
+    assert out.status == scoring.STATUS_PERFECT
+
+
+def test_expert_abandons_a_lane_change_when_a_car_merges_into_the_gap():
+    out, state, expert = _merging_car_run(lambda planner, ego: planner.changing_to is not None, ahead=4.0)
+    assert state["car"] is not None and state["changing_at_spawn"]
+    assert out.infractions["collisions_vehicle"] == [] and state["contacts"] == 0
+    assert state["aborted"] >= 1  # went back to its lane, changed later behind the car
+    assert out.status == scoring.STATUS_PERFECT

@@ -173,7 +173,7 @@ class SandboxBackend:
         town, index, plan = self._plan(route, self.config)
         paths = get_town_paths(town, index)
         gplan = build_global_plan(plan, town.geo, self.config.plan_sample_distance)
-        world = World(index, paths, seed, self.config.dt, self.model)
+        world = World(index, paths, seed, self.config.dt, self.model, self.config.traffic.guard)
         world.spawn_ego(plan.xy[0], float(plan.yaw[0]))
         traffic = TrafficManager(world, paths, self.config.traffic)
         ctx = ScenarioContext(world, plan, index, traffic)

@@ -4,10 +4,13 @@
   ``completion_window`` points from the current one on, if within ``completion_radius``; progress
   only moves forward (monotone, and no jumps along a route that passes near itself); 100 % at
   the last point.
-- Vehicle collisions: one event per contact episode with an actor. Like the leaderboard's
-  CollisionTest, renewed contact with the same actor within ``collision_repeat_time`` (5 s) of the
-  last contact and within ``collision_repeat_distance`` (3 m) of the event's place is the same
-  episode.
+- Vehicle collisions: scenario_runner's CollisionTest rule. A counted event remembers the actor's
+  id and time and the ego's place. A contact counts as a new event unless it is with the
+  remembered actor less than ``collision_id_time`` (5 s) after that actor's event, or the ego is
+  within ``collision_ignore_radius`` (5 m) of a remembered place (places are forgotten once the ego
+  is farther than ``collision_forget_radius``, 5 m), or the ego was slower than
+  ``collision_min_speed`` (0.1 m/s: not its fault). So one continuous contact counts once, and
+  again only after 5 s and 5 m.
 - Leaving the road (``collisions_layout``): one event each time the ego's centre leaves the
   drivable area (every lane surface and junction box).
 - Outside route lanes: metres driven with the centre outside the lanes of the roads the route uses
@@ -59,8 +62,9 @@ class RouteCriteria:
         self.config = config
         self.infractions = scoring.empty_infractions()
         self.progress = 0
-        self._last_contact: dict[int, float] = {}  # actor id -> game time of its last contact
-        self._event_xy: dict[int, np.ndarray] = {}  # actor id -> where its last event was
+        self._collision_id: int | None = None  # actor of the last counted collision
+        self._collision_time = 0.0  # game time of that event
+        self._collision_places: list[np.ndarray] = []  # ego positions of remembered events
         self._offroad = False
         self._outside_m = 0.0
         self._still_time = 0.0
@@ -102,16 +106,14 @@ class RouteCriteria:
         k = int(np.argmin(d))
         if d[k] < c.completion_radius:
             self.progress += k
-        # Collisions (one per contact episode).
+        # Collisions (scenario_runner's CollisionTest rule).
+        self._forget_collisions(xy, game_time)
         for ct in contacts:
-            last = self._last_contact.get(ct.actor_id)
-            where = self._event_xy.get(ct.actor_id)
-            same_episode = (last is not None and game_time - last <= c.collision_repeat_time
-                            and where is not None and float(np.hypot(*(xy - where))) <= c.collision_repeat_distance)
-            if not same_episode:
+            if self._counts_as_collision(ct):
                 self._add("collisions_vehicle", scoring.msg_collision(ct.type_id, ct.actor_id, ct.x, ct.y, 0.0), events)
-                self._event_xy[ct.actor_id] = xy
-            self._last_contact[ct.actor_id] = game_time
+                self._collision_id = ct.actor_id
+                self._collision_time = game_time
+                self._collision_places.append(np.array([ct.x, ct.y]))
         # Leaving the road.
         on_road = self.index.on_road(x, y)
         if not on_road and not self._offroad:
@@ -149,6 +151,20 @@ class RouteCriteria:
             self._add("route_timeout", scoring.msg_route_timeout(), events)
             failure = scoring.STATUS_AGENT_TIMEOUT
         return self._result(rc, events, failure, failure is not None)
+
+    def _forget_collisions(self, xy: np.ndarray, game_time: float) -> None:
+        c = self.config
+        self._collision_places = [p for p in self._collision_places if float(np.hypot(*(xy - p))) <= c.collision_forget_radius]
+        if self._collision_id is not None and game_time - self._collision_time > c.collision_id_time:
+            self._collision_id = None
+
+    def _counts_as_collision(self, ct: Contact) -> bool:
+        c = self.config
+        if self._collision_id is not None and ct.actor_id == self._collision_id:
+            return False
+        if any(float(np.hypot(ct.x - p[0], ct.y - p[1])) <= c.collision_ignore_radius for p in self._collision_places):
+            return False
+        return ct.ego_speed >= c.collision_min_speed
 
     def _emit_min_speed(self, events: list) -> None:
         ego_mean = float(np.mean(self._ego_speeds)) if self._ego_speeds else 0.0

@@ -7,8 +7,10 @@ vehicle, the dense route and the town's lanes. Each tick it
    ahead, so it changes lanes where the route does);
 2. overtakes a stopped or slow car ahead in its lane (a side lane that continues for 60 m and whose
    gaps are safe), and comes back once it is ``return_gap`` past it;
-3. changes lanes only when the target lane's front and rear gaps are safe (else it keeps its lane
-   and, where its lane ends, slows down to stop before the end and wait for a gap);
+3. changes lanes only when the target lane's front and rear gaps are safe, counting the cars
+   moving into that lane too (else it keeps its lane and, where its lane ends, slows down to stop
+   ``lane_end_gap`` before the end and wait for a gap); it abandons a started lane change, back to
+   its own lane, while its centre is still there and a gap closes;
 4. builds a path along the chosen lane (lateral offset blended out), a speed limit along it (lane
    limit, 2.5 m/s^2 lateral acceleration in curves, braking at 2 m/s^2 ahead of slower stretches),
    and rolls an IDM car-following model forward for 3 s against every vehicle in or cutting into
@@ -60,13 +62,18 @@ class ExpertConfig:
     idm_decel: float = 3.0
     idm_time_gap: float = 1.4
     idm_min_gap: float = 4.0
-    standstill_gap: float = 7.0  # bumper gap kept behind a stopped vehicle (room to steer around it)
+    standstill_gap: float = 9.0  # bumper gap kept behind a stopped vehicle (room to steer around it)
     max_decel: float = 8.0
     corridor_margin: float = 0.5
     cut_in_horizon: tuple[float, ...] = (0.5, 1.0, 1.5)
     lane_change_front_time: float = 1.0
     lane_change_rear_time: float = 1.5
     lane_change_min_gap: float = 6.0
+    lane_change_min_gap_slow: float = 2.5  # rear bumper gap enough behind a car slower than 2 m/s
+    merge_horizon: tuple[float, ...] = (0.5, 1.0, 1.5, 2.0, 2.5)  # s: cars moving into the target lane within these
+    lane_change_abort_relax: float = 0.5  # a started lane change is abandoned when gaps fall below this x the needs
+    lane_change_retry_time: float = 2.0  # s before a new lane change after abandoning one
+    lane_end_gap: float = 12.0  # m between the front and the end of an ending lane when waiting there
     overtake_lookahead: float = 55.0
     overtake_speed_ratio: float = 0.6
     overtake_min_lane: float = 60.0
@@ -113,6 +120,7 @@ class _Objects:
     length: np.ndarray
     width: np.ndarray
     static: np.ndarray
+    target_lane: list  # the lane each car is driving to (background cars; None for others)
 
 
 class ExpertPlanner:
@@ -140,6 +148,8 @@ class ExpertPlanner:
             self.run_end[k] = end
         self.overtake: tuple[int, int] | None = None  # (lane id, obstacle actor id)
         self.changing_to: LaneIndex | None = None
+        self.retry_at = -math.inf  # game time before which no new lane change starts (after an abort)
+        self.aborted = 0  # lane changes abandoned on this route
 
     # ----------------------------------------------------------------- helpers
     def _objects(self) -> _Objects:
@@ -147,7 +157,7 @@ class ExpertPlanner:
         vs = [v for v in world.road.vehicles if v is not world.ego]
         if not vs:
             z = np.zeros(0)
-            return _Objects(z.astype(int), np.zeros((0, 2)), z, z, z, z, z.astype(bool))
+            return _Objects(z.astype(int), np.zeros((0, 2)), z, z, z, z, z.astype(bool), [])
         return _Objects(
             np.array([v.actor_id for v in vs]),
             np.array([v.position for v in vs], dtype=np.float64),
@@ -156,6 +166,7 @@ class ExpertPlanner:
             np.array([v.LENGTH for v in vs], dtype=np.float64),
             np.array([v.WIDTH for v in vs], dtype=np.float64),
             np.array([isinstance(v, StaticVehicle) or getattr(v, "crashed", False) for v in vs]),
+            [getattr(v, "target_lane_index", None) for v in vs],
         )
 
     def _current_lane(self, ego, route_lane: LaneIndex) -> LaneIndex:
@@ -227,14 +238,24 @@ class ExpertPlanner:
             moving = moving & ~enter
         return out
 
-    def _lane_change_safe(self, target: LaneIndex, s_t: float, cursor: int, obj: _Objects, ego, v: float) -> bool:
+    def _lane_change_safe(self, target: LaneIndex, s_t: float, cursor: int, obj: _Objects, ego, v: float,
+                          relax: float = 1.0) -> bool:
+        """Front and rear gaps in lane ``target`` are safe (needs scaled by ``relax``), counting the
+        cars in it and the cars moving into it: heading into it within ``merge_horizon`` s, or
+        driving to it (a background car's target lane)."""
         c = self.config
         lane, s = self._normalise(target, s_t, cursor)
         path = build_path(self.index, self.roads, cursor, lane, s, ahead=80.0, behind=60.0)
         if len(obj.ids) == 0:
             return True
         pr = project(path, obj.xy, obj.heading)
-        in_lane = pr.valid & (np.abs(pr.lateral) < 2.6) & (np.abs(pr.dheading) < math.radians(60))
+        along = pr.valid & (np.abs(pr.dheading) < math.radians(60))
+        in_lane = along & (np.abs(pr.lateral) < 2.6)
+        lat_speed = obj.speed * np.sin(pr.dheading)
+        for t in c.merge_horizon:
+            in_lane |= along & (np.abs(pr.lateral + lat_speed * t) < 2.6)
+        driving_to = np.array([tl is not None and tl in (target, lane) for tl in obj.target_lane], dtype=bool)
+        in_lane |= along & driving_to & (np.abs(pr.lateral) < 6.5)
         for k in np.nonzero(in_lane)[0]:
             st = float(pr.station[k])
             gap = abs(st) - (obj.length[k] + ego.LENGTH) / 2
@@ -242,8 +263,9 @@ class ExpertPlanner:
             if st >= 0.0:
                 need = max(c.lane_change_min_gap, c.lane_change_front_time * v + 1.5 * max(0.0, v - vo))
             else:
-                need = max(c.lane_change_min_gap, c.lane_change_rear_time * vo + 2.0 * max(0.0, vo - v))
-            if gap < need:
+                min_gap = c.lane_change_min_gap if vo >= 2.0 else c.lane_change_min_gap_slow
+                need = max(min_gap, c.lane_change_rear_time * vo + 2.0 * max(0.0, vo - v))
+            if gap < need * relax:
                 return False
         return True
 
@@ -321,25 +343,33 @@ class ExpertPlanner:
                         target = side
                         break
 
-        # Lane change execution (committed once started).
+        # Lane change execution: abandoned (back to the own lane) while the ego's centre is still in
+        # its own lane and the target lane's gaps close; finished once the centre is in the target lane.
         lane_change = False
         deadline = math.inf
         if self.changing_to is not None and (self.changing_to[0], self.changing_to[1]) != road:
             self.changing_to = None
         if self.changing_to is not None and cur == self.changing_to:
             self.changing_to = None
+        if self.changing_to is not None:
+            s_n, _ = idx.lanes[self.changing_to].local_coordinates(ego.position)
+            if not self._lane_change_safe(self.changing_to, float(s_n), cursor, obj, ego, v, relax=c.lane_change_abort_relax):
+                self.changing_to = None
+                self.retry_at = world.time + c.lane_change_retry_time
+                self.aborted += 1
         path_lane = cur
+        ending = not idx.successors[cur]
         if self.changing_to is not None:
             path_lane, lane_change = self.changing_to, True
         elif target != cur and (target[0], target[1]) == road:
             step = 1 if target[2] > cur[2] else -1
             nxt = (road[0], road[1], cur[2] + step)
             s_n, _ = idx.lanes[nxt].local_coordinates(ego.position)
-            if self._lane_change_safe(nxt, float(s_n), cursor, obj, ego, v):
+            if world.time >= self.retry_at and self._lane_change_safe(nxt, float(s_n), cursor, obj, ego, v):
                 self.changing_to = nxt
                 path_lane, lane_change = nxt, True
-            elif not idx.successors[cur]:
-                deadline = idx.lanes[cur].length - float(s_cur) - ego.LENGTH / 2 - 6.0
+            elif ending:
+                deadline = idx.lanes[cur].length - float(s_cur) - ego.LENGTH / 2 - c.lane_end_gap
 
         # Path along the chosen lane.
         s_p, lat_p = idx.lanes[path_lane].local_coordinates(ego.position)
@@ -348,6 +378,8 @@ class ExpertPlanner:
             blend = float(np.clip(2.2 * v, 10.0, 40.0))
             if self.overtake is not None and lane_leader is not None:
                 blend = min(blend, max(8.0, lane_leader[0]))
+            if lane_change and ending:  # leave the ending lane before it ends
+                blend = min(blend, max(6.0, idx.lanes[cur].length - float(s_cur) - ego.LENGTH / 2 - 2.0))
         else:
             blend = float(np.clip(1.5 * v, 6.0, 20.0))
         horizon = max(40.0, 3.0 * max(v, c.max_speed * 0.5) + 25.0)

@@ -12,7 +12,10 @@ stream paths), so both follow the same rule:
   would be in the zone (widened by ``time_margin`` s) while this vehicle is: entering when its front
   reaches ``s_in`` and leaving when its rear passes ``s_out``, driving from its current speed at
   ``go_accel`` up to ``zone_speed``; priority vehicles are taken at constant speed;
-- once past its stop point a vehicle is committed and no longer yields.
+- once past its stop point a vehicle is committed to that zone and no longer yields for it;
+- a vehicle never stops where it would stand in a zone it has entered (a later zone of a junction
+  manoeuvre whose stop point lies within ``clear_margin`` of an earlier zone's end): it stops before
+  that earlier zone while it can still do so braking at most ``max_stop_decel``, else it goes on.
 """
 
 from __future__ import annotations
@@ -40,6 +43,8 @@ class GiveWayConfig:
     go_accel: float = 2.0
     zone_speed: float = 8.0
     min_eta_speed: float = 1.0
+    clear_margin: float = 1.0
+    max_stop_decel: float = 6.0
 
 
 @dataclass(frozen=True)
@@ -116,7 +121,7 @@ class GiveWay:
         self.zones = zones
         self.paths = paths
         self.config = config
-        self._accepted: ConflictZone | None = None  # hysteresis: a zone already judged free
+        self._accepted: list[ConflictZone] = []  # hysteresis: the zones of a manoeuvre already judged free
 
     def active_zone(self, s_self: float, length: float) -> ConflictZone | None:
         """The next zone this vehicle has not committed to (within the lookahead), or None."""
@@ -173,10 +178,25 @@ class GiveWay:
         zone = self.active_zone(s_self, length)
         if zone is None:
             return None
-        margin = self.config.time_margin * (0.3 if zone == self._accepted else 1.0)
+        margin = self.config.time_margin * (0.3 if zone in self._accepted else 1.0)
         vehicles = list(vehicles)
-        if all(self.zone_free(z, s_self, speed, length, vehicles, me, margin) for z in self.group(zone)):
-            self._accepted = zone
+        group = self.group(zone)
+        if all(self.zone_free(z, s_self, speed, length, vehicles, me, margin) for z in group):
+            self._accepted = group
             return None
-        self._accepted = None
-        return zone.s_in - self.config.stop_margin - length / 2 - s_self
+        self._accepted = []
+        return self._stop_before(zone, s_self, speed, length)
+
+    def _stop_before(self, zone: ConflictZone, s_self: float, speed: float, length: float) -> float | None:
+        """Centre-to-stop distance for a zone that is not free, or None when the vehicle cannot
+        stop anywhere clear of the zones it has entered (then it drives on)."""
+        c = self.config
+        stop_front = zone.s_in - c.stop_margin
+        for z in self.zones:  # the earliest zone the vehicle's body would stand in at that stop
+            if z.s_in < zone.s_in and stop_front > z.s_in and stop_front - length < z.s_out + c.clear_margin:
+                front = s_self + length / 2
+                room = z.s_in - min(c.stop_margin, 0.5) - front
+                if room >= 0.0 and speed**2 <= 2.0 * c.max_stop_decel * max(room, 1e-3) + 0.25:
+                    return z.s_in - min(c.stop_margin, 0.5) - length / 2 - s_self
+                return None
+        return stop_front - length / 2 - s_self

@@ -1,11 +1,16 @@
 """Generate the sandbox route suites (leaderboard route XML) deterministically.
 
-    python -m carla_eval.sandbox.make_routes --out routes/sandbox
+    python -m carla_eval.sandbox.make_routes --out routes/sandbox [--seed 20260524]
 
 writes ``smoke.xml`` (3 short routes, one minute or less with the expert) and ``bench.xml`` (62
 routes: every scenario type with several seeds, long multi-scenario routes on the highway and the
 racetrack, then the traffic-light, stop-sign and pedestrian routes of the ``signals`` town). Every route carries a ``seed`` attribute (the seed to run it with) and its scenario
 parameters as ``<name value=.../>`` children; the same command always writes the same bytes.
+
+Seeds: with base seed ``S`` (``--seed``), bench route ``n`` is drawn from seed ``S + n`` (n = 0..45)
+and the smoke routes from ``S + 1000 ... S + 1002``; a suite occupies the seeds ``[S, S + 1003)``.
+The default ``S = 20260524`` gives the committed suites. Fresh held-out suites of the same kinds
+use ``S = HELD_OUT_BASE + 10000 k`` (k = 0, 1, 2, ...), which never overlaps the published seeds.
 """
 
 from __future__ import annotations
@@ -24,7 +29,10 @@ from carla_eval.sandbox.towns import intersection as ix
 from carla_eval.sandbox.towns import roundabout as rb
 from carla_eval.sandbox.towns.racetrack import N_LANES as RACE_LANES
 
-BASE_SEED = 20260524
+BASE_SEED = 20260524  # the committed routes/sandbox suites
+SUITE_SEED_SPAN = 1003  # a suite with base seed S uses the seeds [S, S + SUITE_SEED_SPAN)
+HELD_OUT_BASE = 30000000  # fresh suites: HELD_OUT_BASE + 10000 k
+MAX_BASE_SEED = 2**31 - 1 - SUITE_SEED_SPAN  # route seeds stay non-negative int32
 
 
 def _pt(p) -> tuple[float, float, float]:
@@ -226,7 +234,23 @@ def long_racetrack(f: RouteFactory, k: int, rng: np.random.Generator, seed: int)
 
 
 # ---------------------------------------------------------------------------- suites
-def bench_routes() -> list[RouteConfig]:
+def check_base_seed(base_seed: int) -> int:
+    """``base_seed`` if usable (an int in [0, MAX_BASE_SEED]); ValueError naming the range otherwise."""
+    if isinstance(base_seed, bool) or not isinstance(base_seed, int) or not 0 <= base_seed <= MAX_BASE_SEED:
+        raise ValueError(f"route suite base seed must be an integer in [0, {MAX_BASE_SEED}], got {base_seed!r}")
+    return base_seed
+
+
+def held_out_seed(k: int) -> int:
+    """Base seed of the k-th fresh held-out suite (k >= 0)."""
+    if not isinstance(k, int) or k < 0:
+        raise ValueError(f"held-out suite index must be an integer >= 0, got {k!r}")
+    return check_base_seed(HELD_OUT_BASE + 10000 * k)
+
+
+def bench_routes(base_seed: int = BASE_SEED) -> list[RouteConfig]:
+    """The bench suite drawn from ``base_seed`` (route n from seed ``base_seed + n``)."""
+    check_base_seed(base_seed)
     f = RouteFactory()
     plan: list[tuple[str, str, int]] = []  # (builder, kind, count)
     plan += [("highway", "HardBrake", 3), ("race", "HardBrake", 2), ("highway", "CutIn", 3), ("race", "CutIn", 2)]
@@ -238,7 +262,7 @@ def bench_routes() -> list[RouteConfig]:
     n = 0
     for builder, kind, count in plan:
         for k in range(count):
-            seed = BASE_SEED + n
+            seed = base_seed + n
             rng = np.random.default_rng(seed)
             if builder == "highway":
                 highway_route(f, kind, k, rng, seed)
@@ -261,9 +285,11 @@ def bench_routes() -> list[RouteConfig]:
     return f.routes
 
 
-def smoke_routes() -> list[RouteConfig]:
+def smoke_routes(base_seed: int = BASE_SEED) -> list[RouteConfig]:
+    """The smoke suite drawn from ``base_seed`` (seeds ``base_seed + 1000 ... + 1002``)."""
+    check_base_seed(base_seed)
     f = RouteFactory()
-    seed = BASE_SEED + 1000
+    seed = base_seed + 1000
     rng = np.random.default_rng(seed)
     x0 = 100.0
     f.add("highway", _highway_pts(x0, x0 + 320.0, 1),
@@ -277,10 +303,22 @@ def smoke_routes() -> list[RouteConfig]:
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="routes/sandbox", help="output folder (default routes/sandbox)")
+    ap.add_argument("--seed", type=int, default=BASE_SEED,
+                    help=f"base seed of the suites (default {BASE_SEED}: the committed files); fresh held-out "
+                         f"suites: {HELD_OUT_BASE} + 10000 k")
+    ap.add_argument("--suite", choices=("all", "bench", "smoke"), default="all", help="which file(s) to write")
     args = ap.parse_args(argv)
+    try:
+        base = check_base_seed(args.seed)
+    except ValueError as e:
+        ap.error(str(e))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    for name, routes in (("smoke", smoke_routes()), ("bench", bench_routes())):
+    suites = [("smoke", smoke_routes), ("bench", bench_routes)]
+    for name, build in suites:
+        if args.suite not in ("all", name):
+            continue
+        routes = build(base)
         write_routes_file(routes, out / f"{name}.xml")
         print(f"wrote {len(routes)} routes to {out / (name + '.xml')}")
 

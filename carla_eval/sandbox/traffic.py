@@ -4,7 +4,10 @@ Cars live in a window around the ego (as CARLA's Traffic Manager keeps traffic n
 streams spawn cars at their path start and at the window's front and back edges along their path,
 never closer than ``min_spawn_distance`` to the ego (so never inside the camera view), each new car
 at least a drawn gap away from the previous one on that lane; cars beyond ``active_radius`` or at
-the end of their path are removed. Every random choice comes from the world's seeded generator.
+the end of their path are removed. A car that must give way is never spawned past the point where it
+can still stop for its first conflict zone (``approach_clear`` m before it) or inside a zone, so every
+car entering a road with right of way has judged the gap itself. Every random choice comes from the
+world's seeded generator.
 """
 
 from __future__ import annotations
@@ -116,6 +119,17 @@ class TrafficManager:
                     return False
         return True
 
+    def _before_zones(self, st: _StreamState, path_k: int, u: float) -> bool:
+        """False when coordinate ``u`` of the stream's path ``path_k`` lies within
+        ``approach_clear`` m before a give-way zone or inside one (up to a car length past it)."""
+        for z in self.paths.stream_zones.get((st.stream.name, path_k), []):
+            if z.s_in - self.config.approach_clear <= u <= z.s_out + 5.0:
+                return False
+        return True
+
+    def _spawnable_paths(self, st: _StreamState, u: float) -> list[int]:
+        return [k for k in self._compatible_paths(st, u) if self._before_zones(st, k, u)]
+
     def _spawn(self, st: _StreamState, path_k: int, u: float, speed: float | None = None):
         path = st.paths[path_k]
         rules = self.world.rules
@@ -169,9 +183,10 @@ class TrafficManager:
                 ahead_of_me = path.ahead(uu, u_ego)
                 behind_me = dist < 3.0 and 0.0 < ahead_of_me < c.init_clear_behind
                 if c.init_min_distance <= d_ego <= c.active_radius and not behind_me and self._lane_free(path, uu, 5.0, pos):
-                    choices = self._compatible_paths(st, uu)
-                    k = choices[int(self.rng.integers(len(choices)))]
-                    self._spawn(st, k, uu)
+                    choices = self._spawnable_paths(st, uu)
+                    if choices:
+                        k = choices[int(self.rng.integers(len(choices)))]
+                        self._spawn(st, k, uu)
                 u += st.next_gap + 5.0
                 st.next_gap = self._draw_gap(st)
 
@@ -188,7 +203,8 @@ class TrafficManager:
             uu = u % path.length if path.cyclic else u
             if path.cyclic or 0.0 <= uu <= path.length - 40.0:
                 pos = path.position(uu)
-                if np.hypot(*(pos - around)) >= self.config.min_spawn_distance and self._lane_free(path, uu, 5.0, pos):
+                if (np.hypot(*(pos - around)) >= self.config.min_spawn_distance and self._before_zones(st, 0, uu)
+                        and self._lane_free(path, uu, 5.0, pos)):
                     self._spawn(st, 0, uu)
             u += st.next_gap + 5.0
             st.next_gap = self._draw_gap(st)
@@ -216,7 +232,7 @@ class TrafficManager:
                 d = float(np.hypot(*(pos - ego.position)))
                 if d < c.min_spawn_distance or d > c.active_radius:
                     continue
-                if self._lane_free(path, u, st.next_gap, pos):
-                    choices = self._compatible_paths(st, u)
+                choices = self._spawnable_paths(st, u)
+                if choices and self._lane_free(path, u, st.next_gap, pos):
                     self._spawn(st, choices[int(self.rng.integers(len(choices)))], u)
                     st.next_gap = self._draw_gap(st)

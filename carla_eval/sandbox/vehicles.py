@@ -14,6 +14,7 @@ from highway_env.vehicle.behavior import IDMVehicle
 from highway_env.vehicle.kinematics import Vehicle
 
 from carla_eval.sandbox.giveway import GiveWay
+from carla_eval.sandbox.guard import GuardLeader
 from carla_eval.sandbox.map_index import MapIndex
 from carla_eval.sandbox.paths import LanePath
 from carla_eval.sandbox.vehicle_model import AppliedControl, VehicleModel, VehicleState
@@ -103,6 +104,12 @@ class TrafficVehicle(IDMVehicle):
     Zipper courtesy: a car on a lane that ends (an acceleration lane) beside this car and ahead of it
     is treated as a leader, so a merging car gets a gap.
 
+    Collision guard (set by the world every tick, :mod:`guard`): ``guard`` lists the cars ahead
+    that are in or entering this car's path; it stays behind them (IDM with ``guard_gap`` m and
+    ``guard_time_gap`` s). ``hold_until`` (game time, s): after touching another car, the car that
+    yields brakes to a stop until then. ``yielding`` tells whether the give-way rule stopped it on
+    its last decision.
+
     Scenario hooks (read every tick): ``speed_cap`` (m/s, caps the IDM target speed),
     ``forced_decel`` (m/s^2, brake at least this hard down to ``forced_min_speed``).
     """
@@ -127,6 +134,12 @@ class TrafficVehicle(IDMVehicle):
         self.stop_at: float | None = None  # path coordinate of a stop point set by a scenario
         self.signal_stop: float | None = None  # path coordinate of a stop line / walker (signals.TrafficRules)
         self.finished = False
+        self.guard: list[GuardLeader] = []
+        self.guard_gap = 1.0
+        self.guard_time_gap = 0.6
+        self.hold_until: float | None = None
+        self.clock = 0.0  # game time of the current decision, s (set by the world)
+        self.yielding = False
 
     def on_state_update(self) -> None:
         if self.road:
@@ -162,10 +175,20 @@ class TrafficVehicle(IDMVehicle):
         self.target_speed = base_target
         acc = float(self.action["acceleration"])
         u = self.path_coord()
+        self.yielding = False
         if self.giveway is not None and u is not None:
             d = self.giveway.stop_distance(u, self.speed, self.LENGTH, self.road.vehicles, me=self)
             if d is not None:
+                self.yielding = True
                 acc = min(acc, idm_accel(self.speed, self.target_speed, max(d, 0.0), self.speed, s0=0.5))
+        for g in self.guard:
+            acc = min(acc, idm_accel(self.speed, self.target_speed, max(g.gap, 0.0), self.speed - g.speed,
+                                     s0=self.guard_gap, time_gap=self.guard_time_gap))
+        if self.hold_until is not None:
+            if self.clock < self.hold_until:
+                acc = min(acc, -min(4.0, self.speed / 0.1))
+            else:
+                self.hold_until = None
         if self.stop_at is not None and u is not None:
             d = self.stop_at - u - self.LENGTH / 2
             acc = min(acc, idm_accel(self.speed, self.target_speed, max(d, 0.0), self.speed, s0=0.5))

@@ -1,12 +1,21 @@
 """One simulated world: a town's road, the ego, background and scenario cars, stepped at a fixed dt.
 
 Tick order (deterministic): traffic rules set each background car's stop point (lights, stop
-signs, walkers: :mod:`signals`), every non-ego car decides (IDM / MOBIL / give-way / zipper courtesy /
-scenario hooks) from the current state, the ego takes its control, every car integrates one step, then contacts are
-resolved. Background cars that touch each other crash as in highway-env (pushed apart, then they
-stop); a car that touches the ego stops, and the ego is pushed out of the overlap and loses the
-speed it had towards the other car. Then the walkers step, and a walker the ego touches stops
-(``walker_contacts``; the ego is not pushed).
+signs, walkers: :mod:`signals`), the collision guard (:mod:`guard`) finds, for every background
+car, the cars ahead that are in or entering its path; every non-ego car decides (IDM / MOBIL /
+give-way / guard / zipper courtesy / scenario hooks) from the current state, the ego takes its
+control, every car integrates one step, then contacts are resolved:
+
+- two non-ego cars that touch are pushed apart (half the overlap each; all of it for the one that
+  moves when the other is parked) and the one behind (along their mean heading) brakes to a stop
+  for ``hold_time`` s, then both drive on, as CARLA's Traffic Manager cars do after a bump; the
+  guard keeps the one behind there until the way is clear, so touching cars never stay stuck
+  together (``traffic_contacts`` counts these contacts);
+- a car that touches the ego stops for good (``crashed``), and the ego is pushed out of the
+  overlap and loses the speed it had towards the other car.
+
+Then the walkers step, and a walker the ego touches stops (``walker_contacts``; the ego is not
+pushed).
 """
 
 from __future__ import annotations
@@ -17,6 +26,8 @@ import numpy as np
 from highway_env import utils as hutils
 from highway_env.road.road import Road
 
+from carla_eval.sandbox.config import GuardConfig
+from carla_eval.sandbox.guard import guard_leaders
 from carla_eval.sandbox.map_index import MapIndex
 from carla_eval.sandbox.paths import LanePath
 from carla_eval.sandbox.signals import TrafficLights, TrafficRules
@@ -44,12 +55,14 @@ class ActorBox:
 
 @dataclass(frozen=True)
 class Contact:
-    """The ego touches ``actor_id`` this tick."""
+    """The ego touches ``actor_id`` this tick, its centre at (x, y) world m, moving at ``ego_speed``
+    m/s (its forward speed before the contact response)."""
 
     actor_id: int
     type_id: str
     x: float
     y: float
+    ego_speed: float = 0.0
 
 
 class SandboxRoad(Road):
@@ -96,7 +109,8 @@ class SandboxRoad(Road):
 class World:
     """The simulated world of one route (see the module docstring)."""
 
-    def __init__(self, index: MapIndex, paths: TownPaths, seed: int, dt: float, model: VehicleModel) -> None:
+    def __init__(self, index: MapIndex, paths: TownPaths, seed: int, dt: float, model: VehicleModel,
+                 guard: GuardConfig = GuardConfig()) -> None:
         self.index = index
         self.town = index.town
         self.paths = paths
@@ -108,8 +122,10 @@ class World:
         self.ego: EgoVehicle | None = None
         self.traffic: list = []  # background cars (managed by TrafficManager)
         self.actors: list = []  # scenario cars
+        self.guard = guard
         self.frame = 0
         self.time = 0.0
+        self.traffic_contacts = 0  # contacts between two non-ego cars so far
         self._next_id = 1
         # Traffic lights and stop signs (towns that have them), walkers.
         self.lights = TrafficLights(self.town.signals)
@@ -136,6 +152,7 @@ class World:
                            lane_change, self._new_id(), giveway=giveway,
                            type_id="vehicle.sandbox.scenario" if scenario else "vehicle.sandbox.idm",
                            start_lane=path.lanes.index(lane))
+        v.guard_gap, v.guard_time_gap = self.guard.min_gap, self.guard.time_gap
         v.randomize_behavior()
         self.road.vehicles.append(v)
         (self.actors if scenario else self.traffic).append(v)
@@ -184,6 +201,7 @@ class World:
             rules = self.rules or TrafficRules(self.town, self.lights)
             self.rules = rules
             rules.apply([v for v in self.road.vehicles if isinstance(v, TrafficVehicle)], self.walkers, self.time)
+        self._update_guard()
         for v in self.road.vehicles:
             if v is not ego:
                 v.act()
@@ -191,13 +209,7 @@ class World:
         for v in self.road.vehicles:
             v.step(self.dt)
         others = [v for v in self.road.vehicles if v is not ego]
-        if len(others) > 1:
-            pos = np.array([v.position for v in others])
-            reach = np.array([v.diagonal / 2 + abs(v.speed) * self.dt for v in others])
-            dist = np.hypot(pos[:, None, 0] - pos[None, :, 0], pos[:, None, 1] - pos[None, :, 1])
-            close = np.argwhere(np.triu(dist < reach[:, None] + reach[None, :], k=1))
-            for i, j in close:
-                others[i].handle_collisions(others[j], self.dt)
+        self._resolve_traffic_contacts(others)
         contacts = self._ego_contacts(others)
         for w in self.walkers:
             w.step(self.dt)
@@ -205,6 +217,49 @@ class World:
         self.frame += 1
         self.time += self.dt
         return contacts
+
+    def _update_guard(self) -> None:
+        vehicles = self.road.vehicles
+        movers = []
+        for k, v in enumerate(vehicles):
+            if isinstance(v, TrafficVehicle):
+                v.guard = []
+                v.clock = self.time
+                if not v.crashed:
+                    movers.append(k)
+        if self.guard.enabled and movers:
+            for k, leaders in guard_leaders(self.index, vehicles, movers, self.guard).items():
+                vehicles[k].guard = leaders
+
+    def _resolve_traffic_contacts(self, others: list) -> None:
+        """Separate non-ego cars that overlap; the one behind holds (see the module docstring)."""
+        if len(others) < 2:
+            return
+        pos = np.array([v.position for v in others])
+        reach = np.array([v.diagonal / 2 for v in others])
+        dist = np.hypot(pos[:, None, 0] - pos[None, :, 0], pos[:, None, 1] - pos[None, :, 1])
+        close = np.argwhere(np.triu(dist < reach[:, None] + reach[None, :], k=1))
+        for i, j in close:
+            a, b = others[i], others[j]
+            hit, _, translation = hutils.are_polygons_intersecting(a.polygon(), b.polygon(), np.zeros(2), np.zeros(2))
+            if not hit or translation is None:
+                continue
+            self.traffic_contacts += 1
+            a_fixed, b_fixed = isinstance(a, StaticVehicle), isinstance(b, StaticVehicle)
+            if a_fixed and b_fixed:
+                continue
+            share_a = 0.0 if a_fixed else (1.0 if b_fixed else 0.5)
+            if not a_fixed:
+                a.position = a.position + translation * share_a
+                a.on_state_update()
+            if not b_fixed:
+                b.position = b.position - translation * (1.0 - share_a)
+                b.on_state_update()
+            mean_dir = a.direction + b.direction
+            along = float(np.dot(b.position - a.position, mean_dir))
+            behind = b if along < 0.0 or (along == 0.0 and b.actor_id > a.actor_id) else a
+            if isinstance(behind, TrafficVehicle):
+                behind.hold_until = self.time + self.dt + self.guard.hold_time
 
     def _ego_contacts(self, others: list) -> list[Contact]:
         ego = self.ego
@@ -217,7 +272,7 @@ class World:
             hit, _, translation = hutils.are_polygons_intersecting(poly, v.polygon(), np.zeros(2), np.zeros(2))
             if not hit:
                 continue
-            out.append(Contact(v.actor_id, v.type_id, float(ego.position[0]), float(ego.position[1])))
+            out.append(Contact(v.actor_id, v.type_id, float(ego.position[0]), float(ego.position[1]), float(ego.speed)))
             direction = ego.direction
             towards = float(np.dot(translation, direction)) < 0.0  # the other car is ahead of the ego
             other_along = float(v.speed * np.dot(v.direction, direction))
