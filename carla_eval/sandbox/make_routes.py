@@ -281,7 +281,7 @@ def bench_routes(base_seed: int = BASE_SEED) -> list[RouteConfig]:
             n += 1
     from carla_eval.sandbox.make_routes_rules import add_bench_routes
 
-    add_bench_routes(f, _scenario, BASE_SEED, n)  # lights, stop signs, pedestrians (signals town)
+    add_bench_routes(f, _scenario, base_seed, n)  # lights, stop signs, pedestrians (signals town)
     return f.routes
 
 

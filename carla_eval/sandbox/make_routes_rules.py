@@ -86,7 +86,7 @@ BENCH_PLAN: tuple[tuple[str, str, int], ...] = (
 
 
 def add_bench_routes(f, scenario, base_seed: int, first: int) -> None:
-    """Append the rule routes to factory ``f``; route n gets seed ``base_seed + first + n``."""
+    """Append the rule routes to factory ``f``, numbered from ``first``; route n gets seed ``base_seed + n``."""
     n = first
     for builder, kind, count in BENCH_PLAN:
         for k in range(count):
