@@ -26,6 +26,7 @@ Ground truth (never part of the SENSORS-track input):
 from __future__ import annotations
 
 import math
+import warnings
 import zlib
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Sequence
@@ -600,15 +601,24 @@ def _fix_edge_outliers(depth: np.ndarray, cls: np.ndarray) -> np.ndarray:
             same = pad_c[dy : dy + h, dx : dx + w] == cls
             stack[k] = np.where(same, pad_d[dy : dy + h, dx : dx + w], np.nan)
             k += 1
-    with np.errstate(all="ignore"):
-        import warnings
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            med = np.nanmedian(stack, axis=0)
     objects = ~np.isin(cls, _FLAT_CLASSES + (SEMANTIC_CLASSES["sky"],))
-    bad = objects & np.isfinite(med) & (np.abs(depth - med) > np.maximum(0.5, 0.15 * med))
-    return np.where(bad, med, depth)
+    with np.errstate(invalid="ignore"):
+        gap = np.abs(stack - depth[None])
+        limit = np.maximum(0.5, 0.15 * depth)[None]
+        # Candidates: an object pixel that most of its own object's neighbours disagree with.
+        disagree = np.sum(gap > limit, axis=0)
+        candidates = objects & (disagree >= 3)
+    if not candidates.any():
+        return depth
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN windows
+        med = np.nanmedian(stack[:, candidates], axis=0)
+    out = depth.copy()
+    vals = out[candidates]
+    bad = np.isfinite(med) & (np.abs(vals - med) > np.maximum(0.5, 0.15 * med))
+    vals[bad] = med[bad]
+    out[candidates] = vals
+    return out
 
 
 def ground_plane_depth(cam: PinholeCamera) -> np.ndarray:
