@@ -72,8 +72,9 @@ class ServerClient:
         self._down_since = None  # type: Optional[float]
         self._started_at = None  # type: Optional[float]
         self._next_id = 0
-        self._context = zmq.Context()
-        self._socket = self._context.socket(zmq.DEALER)
+        # The process's shared context: a client that is never closed leaves only its socket (LINGER 0)
+        # to the garbage collector, never a per-client context whose teardown could block.
+        self._socket = zmq.Context.instance().socket(zmq.DEALER)
         self._socket.setsockopt(zmq.LINGER, 0)
         self._socket.setsockopt(zmq.IMMEDIATE, 1)  # no queueing towards a server that is not there
         self._socket.connect(self.address)
@@ -243,7 +244,6 @@ class ServerClient:
         finally:
             if not self._socket.closed:
                 self._socket.close(0)
-                self._context.term()
 
 
 def connect_server(planner: PlannerConfig, model: str, device: str, num_threads: Optional[int]) -> ServerClient:

@@ -214,12 +214,16 @@ def test_attach_refuses_a_server_with_another_model(server):
 
 def test_unreachable_server_raises_planner_unavailable(tmp_path, server):
     address, _ = server
-    client = connect(address)
-    client.address = f"ipc://{tmp_path}/gone.sock"
-    client._socket.disconnect(address)
-    client._socket.connect(client.address)
+    attached = connect(address)
+    # A client of an address nothing listens on (geometry known from a real server): the request
+    # cannot be queued, so it fails at once instead of waiting for the request timeout.
+    client = ServerClient(f"ipc://{tmp_path}/gone.sock", 30.0)
+    client.geometry = attached.geometry
+    attached.close()
+    t0 = time.monotonic()
     with pytest.raises(PlannerUnavailable, match="no connection"):
         client.run(requests(1)[0])
+    assert time.monotonic() - t0 < 5.0
     assert client.outages == 1
     client.close()
 
