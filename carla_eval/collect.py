@@ -37,6 +37,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--horizon", type=float, default=3.0, help="future visual state, seconds ahead")
     parser.add_argument("--image-format", choices=("png", "jpg"), default="png")
     parser.add_argument("--jpeg-quality", type=int, default=95)
+    parser.add_argument("--ground-truth", action="store_true",
+                        help="also record each camera's depth and semantic ground truth (perspective cameras)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -50,7 +52,8 @@ def run(args: argparse.Namespace) -> int:
         noise = NoiseConfig.parse(args.noise)
         rig = get_rig(DecodeSettings.from_agent_config(args.agent_config).rig)
         recorder = RecorderConfig(cameras=rig.camera_ids, frame_stride=args.frame_stride, horizon_s=args.horizon,
-                                  image_format=args.image_format, jpeg_quality=args.jpeg_quality)
+                                  image_format=args.image_format, jpeg_quality=args.jpeg_quality,
+                                  ground_truth=args.ground_truth)
         cfg = CollectConfig(
             routes=tuple(args.routes), out=args.out, backend=args.backend, repetitions=args.repetitions,
             seed=args.seed, workers=args.workers, noise=noise, recorder=recorder, agent_config=args.agent_config,

@@ -88,3 +88,35 @@ def test_collect_one_route_with_the_sandbox_expert(tmp_path):
     again = run_collection(cfg)
     assert again["episodes"][0].get("reused") and again["episodes"][0]["sha256"] == manifest["episodes"][0]["sha256"]
     json.dumps(again)
+
+
+def test_collect_records_camera_ground_truth_for_the_three_cameras(tmp_path):
+    from training.manifest import scan_dataset
+
+    routes = tmp_path / "r.xml"
+    routes.write_text(ROUTE)
+    agent_yaml = tmp_path / "agent.yaml"
+    agent_yaml.write_text("model: .\nrig: carla-3cam\nlat_ref: 0.0\nlon_ref: 0.0\n")
+    cams = ("left", "front", "right")
+    cfg = CollectConfig(routes=(str(routes),), out=str(tmp_path / "data"), backend=SANDBOX, repetitions=1, seed=3,
+                        noise=NoiseConfig(rate_hz=0.0), recorder=RecorderConfig(cameras=cams, ground_truth=True),
+                        agent_config=str(agent_yaml), max_ticks=40)
+    manifest = run_collection(cfg)
+    assert manifest["totals"]["failed"] == 0, manifest
+    ep = scan_dataset(tmp_path / "data").episodes[0]
+    assert ep.meta.ground_truth == ["depth", "semantic"] and ep.meta.cameras == list(cams)
+    h, w = ep.image(5, 1).shape[:2]
+    for c in range(3):
+        depth, tags = ep.depth(5, c), ep.semantic(5, c)
+        assert depth.shape == tags.shape == (h, w) and depth.dtype == np.float32 and tags.dtype == np.uint8
+        assert (tags[-1] != 11).all() and (tags[0] == 11).any()  # ground at the bottom, sky at the top
+        assert 1.0 < float(np.median(depth[-1])) < 15.0 and np.isclose(depth[tags == 11], 655.35).all()
+    assert {1, 24} <= set(np.unique(ep.semantic(5, 1)).tolist())  # road and lane lines ahead
+    # An episode without ground truth says so when asked for it.
+    plain = RecorderConfig(cameras=cams)
+    cfg2 = CollectConfig(routes=(str(routes),), out=str(tmp_path / "plain"), backend=SANDBOX, repetitions=1, seed=3,
+                         noise=NoiseConfig(rate_hz=0.0), recorder=plain, agent_config=str(agent_yaml), max_ticks=10)
+    run_collection(cfg2)
+    bare = scan_dataset(tmp_path / "plain").episodes[0]
+    with pytest.raises(ValueError, match="no depth ground truth recorded"):
+        bare.depth(0, 0)

@@ -247,6 +247,30 @@ def sandbox_ground_truth(backend: Any) -> tuple[tuple[float, float, float], np.n
     return (float(st.x), float(st.y), float(st.yaw)), boxes
 
 
+def sandbox_camera_truth(backend: Any, size: tuple[int, int]) -> dict[str, dict[str, np.ndarray]]:
+    """Depth (metres) and semantic tags of every perspective camera at this tick, resized (nearest)
+    to ``size`` (H, W): ``{"depth": {id: [H, W] float32}, "semantic": {id: [H, W] uint8}}``, read
+    from the sandbox's ``backend.session.sensors.ground_truth`` (rendered with the tick's images)."""
+    import cv2
+
+    from carla_eval.sandbox.camera.renderer import decode_carla_depth
+
+    session = getattr(backend, "session", None)
+    suite = getattr(session, "sensors", None)
+    truth = getattr(suite, "ground_truth", None)
+    if not truth:
+        raise RuntimeError("the backend renders no camera ground truth (sandbox option camera_ground_truth)")
+    h, w = size
+
+    def fit(a: np.ndarray) -> np.ndarray:
+        return a if a.shape[:2] == (h, w) else cv2.resize(a, (w, h), interpolation=cv2.INTER_NEAREST)
+
+    return {
+        "depth": {cam: fit(decode_carla_depth(img).astype(np.float32)) for cam, img in truth["depth"].items()},
+        "semantic": {cam: fit(np.ascontiguousarray(img[..., 2])) for cam, img in truth["semantic"].items()},
+    }
+
+
 class RecordingAgent:
     """Wraps the privileged expert for collection (see the module doc); leaderboard contract.
 
@@ -258,10 +282,13 @@ class RecordingAgent:
         recorder, perturber: where ticks go, and how controls are perturbed.
         decode: the agent's decoding settings.
         max_ticks: stop (raise :class:`RecordingLimitReached`) after this many ticks.
+        camera_truth: callable ``(H, W) -> {"depth": {id: metres}, "semantic": {id: tags}}`` of the
+            tick's cameras, needed when the recorder stores ground truth.
     """
 
     def __init__(self, expert: Any, plan_of: Callable[[Any], np.ndarray], ground_truth: Callable[[], Any],
-                 recorder: EpisodeRecorder, perturber: Perturber, decode: DecodeSettings, max_ticks: int | None = None) -> None:
+                 recorder: EpisodeRecorder, perturber: Perturber, decode: DecodeSettings, max_ticks: int | None = None,
+                 camera_truth: Callable[[tuple[int, int]], dict[str, dict[str, np.ndarray]]] | None = None) -> None:
         from agent.rigs import get_rig
 
         self.expert = expert
@@ -271,6 +298,9 @@ class RecordingAgent:
         self.perturber = perturber
         self.decode = decode
         self.max_ticks = max_ticks
+        self.camera_truth = camera_truth
+        if recorder.config.ground_truth and camera_truth is None:
+            raise ValueError("the recorder stores camera ground truth but no camera_truth source was given")
         self.rig = get_rig(decode.rig)
         missing = [c for c in recorder.config.cameras if c not in self.rig.camera_ids]
         if missing:
@@ -325,12 +355,16 @@ class RecordingAgent:
         throttle, steer, brake, perturbed = self.perturber.step(
             self.tick, float(control.throttle), float(control.steer), float(control.brake))
         images = {}
+        truth: dict[str, dict[str, np.ndarray]] = {"depth": {}, "semantic": {}}
         if self.recorder.is_kept(self.tick):
             images = {cam: frame.images[i] for i, cam in enumerate(self.rig.camera_ids)}
+            if self.recorder.config.ground_truth:
+                truth = self.camera_truth(tuple(frame.images.shape[1:3]))
         self.recorder.add(TickRecord(
             tick=self.tick, ego_xy=(pose[0], pose[1]), ego_yaw=pose[2], speed=frame.ego.speed,
             acceleration=frame.ego.acceleration, command=int(target.command), target_point=target.target_ego,
             expert_plan=plan, control=(throttle, steer, brake), perturbed=perturbed, boxes=boxes, images=images,
+            depth=truth["depth"], semantic=truth["semantic"],
         ))
         self.tick += 1
         return make_control(throttle, steer, brake) if perturbed else control
@@ -357,6 +391,8 @@ def make_backend(cfg: CollectConfig) -> Any:
     from carla_eval.run_config import BackendSpec
 
     options = dict(cfg.backend_options)
+    if cfg.backend == "sandbox" and "config" not in options and cfg.recorder.ground_truth:
+        options.setdefault("camera_ground_truth", True)
     if cfg.backend == "sandbox" and "config" not in options and get_rig(DecodeSettings.from_agent_config(cfg.agent_config).rig).sandbox_only:
         options.setdefault("max_mount_distance", None)
     return create_backend(BackendSpec(cfg.backend, options))
@@ -380,7 +416,8 @@ def run_job(job: Job, cfg: CollectConfig, backend: Any, decode: DecodeSettings) 
     recorder = EpisodeRecorder(cfg.recorder)
     perturber = Perturber(cfg.noise, job.seed, 1.0 / cfg.recorder.tick_hz)
     agent = RecordingAgent(backend.create_expert_agent(), expert_plan, lambda: sandbox_ground_truth(backend),
-                           recorder, perturber, decode, cfg.max_ticks)
+                           recorder, perturber, decode, cfg.max_ticks,
+                           camera_truth=(lambda size: sandbox_camera_truth(backend, size)) if cfg.recorder.ground_truth else None)
     outcome = backend.run_route(route, agent, cfg.expert_config, repetition=job.repetition, seed=job.seed)
     truncated = cfg.max_ticks is not None and agent.tick >= cfg.max_ticks
     status = f"Stopped after max_ticks={cfg.max_ticks}" if truncated and outcome.error and "RecordingLimitReached" in outcome.error else outcome.status

@@ -31,6 +31,19 @@ key                    dtype / shape    meaning
 ``tick_pose``          float64 [K, 4]   every tick: world x, y, yaw, speed (after the tick)
 =====================  ===============  =========================================================
 
+Optional camera ground truth (``meta.ground_truth == ["depth", "semantic"]``, recorded by
+``carla-eval collect --ground-truth`` from the sandbox's depth and semantic cameras, at the stored
+images' size, nearest-neighbour resized; never a model input at driving time):
+
+=====================  ===============  =========================================================
+``depth_bytes``        uint8 [total]    16-bit PNGs of planar depth in centimetres (65535: 655.35 m
+                                        or more, the sky), indexed like ``image_bytes``
+``depth_offsets``      int64 [N*C+1]
+``semantic_bytes``     uint8 [total]    8-bit PNGs of CARLA semantic tags (1 road, 24 road line,
+                                        14 car, 11 sky, ...), indexed like ``image_bytes``
+``semantic_offsets``   int64 [N*C+1]
+=====================  ===============  =========================================================
+
 Integrity: ``meta.content_sha256`` is the SHA-256 of every other array (name, dtype, shape, bytes,
 in sorted key order), checked on read; files are written to a temporary name and renamed, so a
 crashed writer leaves ``*.tmp`` files, never a half-written ``.npz``. :func:`read_episode` raises
@@ -74,6 +87,11 @@ ARRAY_SPECS: dict[str, tuple[str, int]] = {
     "box_offsets": ("int64", 1),
     "tick_pose": ("float64", 2),
 }
+GROUND_TRUTH_CHANNELS = ("depth", "semantic")
+GROUND_TRUTH_SPECS: dict[str, tuple[str, int]] = {
+    f"{channel}_{part}": (dtype, 1) for channel in GROUND_TRUTH_CHANNELS for part, dtype in (("bytes", "uint8"), ("offsets", "int64"))
+}
+DEPTH_SCALE_CM = 100.0  # stored depth unit: 1 cm
 PER_FRAME_KEYS = (
     "frame_tick", "speed", "acceleration", "command", "target_point", "ego_pose", "trajectory",
     "trajectory_valid", "expert_plan", "future_frame", "perturbed", "future_perturbed", "control",
@@ -116,6 +134,7 @@ class EpisodeMeta:
     status: str = ""
     label_source: str = "future_poses"
     perturbation: dict[str, Any] = field(default_factory=dict)
+    ground_truth: list[str] = field(default_factory=list)  # [] or ["depth", "semantic"]
     schema_version: int = SCHEMA_VERSION
     content_sha256: str = ""
 
@@ -159,6 +178,22 @@ class Episode:
         """Decoded image [H, W, 3] uint8 RGB of camera ``camera`` at frame ``frame``."""
         return decode_image(self.encoded_image(frame, camera), where=f"{self.path} frame {frame} camera {camera}")
 
+    def _ground_truth_bytes(self, channel: str, frame: int, camera: int) -> bytes:
+        if channel not in self.meta.ground_truth:
+            raise EpisodeError(f"{self.path}: no {channel} ground truth recorded (collect with --ground-truth)")
+        j = frame * len(self.meta.cameras) + camera
+        off = self.arrays[f"{channel}_offsets"]
+        return self.arrays[f"{channel}_bytes"][off[j] : off[j + 1]].tobytes()
+
+    def depth(self, frame: int, camera: int) -> np.ndarray:
+        """Planar depth [H, W] float32 metres (655.35 for the sky and beyond) of camera ``camera``."""
+        data = decode_png(self._ground_truth_bytes("depth", frame, camera), np.uint16, f"{self.path} depth {frame}/{camera}")
+        return data.astype(np.float32) / DEPTH_SCALE_CM
+
+    def semantic(self, frame: int, camera: int) -> np.ndarray:
+        """CARLA semantic tags [H, W] uint8 of camera ``camera`` at frame ``frame``."""
+        return decode_png(self._ground_truth_bytes("semantic", frame, camera), np.uint8, f"{self.path} semantic {frame}/{camera}")
+
     def boxes_at(self, frame: int) -> np.ndarray:
         """Other vehicles at ``frame``: [M_i, 5] world x, y, yaw, length, width."""
         off = self.arrays["box_offsets"]
@@ -181,6 +216,37 @@ def encode_image(rgb: np.ndarray, image_format: str = "png", jpeg_quality: int =
     if not ok:
         raise ValueError(f"cv2 failed to encode a {rgb.shape} image as {image_format}")
     return buf.tobytes()
+
+
+def encode_depth_png(depth_m: np.ndarray) -> bytes:
+    """[H, W] metres -> 16-bit PNG bytes in centimetres (clipped to 0 ... 655.35 m)."""
+    import cv2
+
+    cm = np.clip(np.round(np.asarray(depth_m, np.float64) * DEPTH_SCALE_CM), 0, 65535).astype(np.uint16)
+    ok, buf = cv2.imencode(".png", cm)
+    if not ok:
+        raise ValueError("PNG encoding of a depth image failed")
+    return buf.tobytes()
+
+
+def encode_tags_png(tags: np.ndarray) -> bytes:
+    """[H, W] uint8 semantic tags -> 8-bit PNG bytes."""
+    import cv2
+
+    ok, buf = cv2.imencode(".png", np.ascontiguousarray(tags, np.uint8))
+    if not ok:
+        raise ValueError("PNG encoding of a semantic image failed")
+    return buf.tobytes()
+
+
+def decode_png(data: bytes, dtype: type, where: str) -> np.ndarray:
+    """A single-channel PNG of ``dtype`` (uint8 or uint16) -> [H, W] array; EpisodeError if broken."""
+    import cv2
+
+    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    if img is None or img.ndim != 2 or img.dtype != dtype:
+        raise EpisodeError(f"{where}: not a single-channel {np.dtype(dtype).name} PNG")
+    return img
 
 
 def decode_image(data: bytes, where: str = "image") -> np.ndarray:
@@ -215,13 +281,18 @@ def file_sha256(path: str | Path) -> str:
 
 
 def _check_arrays(arrays: dict[str, np.ndarray], meta: EpisodeMeta, where: str) -> None:
-    missing = sorted(set(ARRAY_SPECS) - set(arrays))
+    bad_channels = sorted(set(meta.ground_truth) - set(GROUND_TRUTH_CHANNELS))
+    if bad_channels:
+        raise EpisodeError(f"{where}: unknown ground-truth channels {bad_channels}")
+    specs = dict(ARRAY_SPECS)
+    specs.update({k: v for k, v in GROUND_TRUTH_SPECS.items() if k.split("_")[0] in meta.ground_truth})
+    missing = sorted(set(specs) - set(arrays))
     if missing:
         raise EpisodeError(f"{where}: missing arrays {missing}")
-    extra = sorted(set(arrays) - set(ARRAY_SPECS))
+    extra = sorted(set(arrays) - set(specs))
     if extra:
         raise EpisodeError(f"{where}: unexpected arrays {extra}")
-    for name, (dtype, ndim) in ARRAY_SPECS.items():
+    for name, (dtype, ndim) in specs.items():
         a = arrays[name]
         if str(a.dtype) != dtype or a.ndim != ndim:
             raise EpisodeError(f"{where}: array {name!r} is {a.dtype} ndim {a.ndim}, expected {dtype} ndim {ndim}")
@@ -232,9 +303,10 @@ def _check_arrays(arrays: dict[str, np.ndarray], meta: EpisodeMeta, where: str) 
     for name in ("trajectory", "expert_plan"):
         if arrays[name].shape[1:] != (t, 2):
             raise EpisodeError(f"{where}: array {name!r} has shape {arrays[name].shape}, expected [N, {t}, 2]")
-    off = arrays["image_offsets"]
-    if off.shape[0] != n * c + 1 or off[0] != 0 or off[-1] != arrays["image_bytes"].shape[0] or np.any(np.diff(off) <= 0):
-        raise EpisodeError(f"{where}: image_offsets do not index image_bytes for {n} frames x {c} cameras")
+    for prefix in ["image", *meta.ground_truth]:
+        off = arrays[f"{prefix}_offsets"]
+        if off.shape[0] != n * c + 1 or off[0] != 0 or off[-1] != arrays[f"{prefix}_bytes"].shape[0] or np.any(np.diff(off) <= 0):
+            raise EpisodeError(f"{where}: {prefix}_offsets do not index {prefix}_bytes for {n} frames x {c} cameras")
     boff = arrays["box_offsets"]
     if boff.shape[0] != n + 1 or boff[0] != 0 or boff[-1] != arrays["boxes"].shape[0] or np.any(np.diff(boff) < 0):
         raise EpisodeError(f"{where}: box_offsets do not index boxes for {n} frames")

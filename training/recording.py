@@ -12,7 +12,15 @@ from typing import Any
 
 import numpy as np
 
-from training.episodes import EpisodeMeta, encode_image, pack_boxes, pack_images
+from training.episodes import (
+    GROUND_TRUTH_CHANNELS,
+    EpisodeMeta,
+    encode_depth_png,
+    encode_image,
+    encode_tags_png,
+    pack_boxes,
+    pack_images,
+)
 from training.labels import future_frames, future_trajectories, future_window_flags, ticks_per
 
 
@@ -32,6 +40,7 @@ class RecorderConfig:
     waypoint_dt: float = 0.5
     image_format: str = "png"
     jpeg_quality: int = 95
+    ground_truth: bool = False  # also store each camera's depth and semantic ground truth
 
     def __post_init__(self) -> None:
         if self.frame_stride < 1:
@@ -80,6 +89,8 @@ class TickRecord:
     perturbed: bool
     boxes: np.ndarray
     images: dict[str, np.ndarray] = field(default_factory=dict)
+    depth: dict[str, np.ndarray] = field(default_factory=dict)  # camera id -> [H, W] metres (ground truth)
+    semantic: dict[str, np.ndarray] = field(default_factory=dict)  # camera id -> [H, W] uint8 CARLA tags
 
 
 class EpisodeRecorder:
@@ -91,6 +102,7 @@ class EpisodeRecorder:
         self.perturbed_ticks: list[bool] = []
         self.frames: list[dict[str, Any]] = []
         self.encoded: list[list[bytes]] = []
+        self.encoded_truth: dict[str, list[list[bytes]]] = {"depth": [], "semantic": []}
         self.image_shape: list[int] | None = None
 
     def is_kept(self, tick: int) -> bool:
@@ -117,6 +129,8 @@ class EpisodeRecorder:
                 raise ValueError(f"tick {rec.tick} camera {cam}: image shape {img.shape} differs from {self.image_shape}")
             encoded.append(encode_image(img, self.config.image_format, self.config.jpeg_quality))
         self.encoded.append(encoded)
+        if self.config.ground_truth:
+            self._add_truth(rec)
         plan = np.asarray(rec.expert_plan, dtype=np.float32).reshape(-1, 2)
         if plan.shape[0] != self.config.num_waypoints:
             raise ValueError(f"tick {rec.tick}: expert plan has {plan.shape[0]} waypoints, expected {self.config.num_waypoints}")
@@ -131,6 +145,20 @@ class EpisodeRecorder:
             "perturbed": bool(rec.perturbed),
             "boxes": np.asarray(rec.boxes, dtype=np.float32).reshape(-1, 5),
         })
+
+    def _add_truth(self, rec: TickRecord) -> None:
+        size = tuple(self.image_shape[:2]) if self.image_shape else None
+        for channel, maps, encode in (("depth", rec.depth, encode_depth_png), ("semantic", rec.semantic, encode_tags_png)):
+            missing = [c for c in self.config.cameras if c not in maps]
+            if missing:
+                raise ValueError(f"tick {rec.tick}: no {channel} ground truth for camera(s) {missing}")
+            row = []
+            for cam in self.config.cameras:
+                data = np.asarray(maps[cam])
+                if data.shape != size:
+                    raise ValueError(f"tick {rec.tick} camera {cam}: {channel} shape {data.shape} differs from the image's {size}")
+                row.append(encode(data))
+            self.encoded_truth[channel].append(row)
 
     @property
     def num_frames(self) -> int:
@@ -169,6 +197,9 @@ class EpisodeRecorder:
             "box_offsets": box_offsets,
             "tick_pose": tick_pose,
         }
+        truth = list(GROUND_TRUTH_CHANNELS) if cfg.ground_truth else []
+        for channel in truth:
+            arrays[f"{channel}_bytes"], arrays[f"{channel}_offsets"] = pack_images(self.encoded_truth[channel])
         meta = EpisodeMeta(
             num_frames=len(self.frames),
             num_ticks=len(self.poses),
@@ -182,6 +213,7 @@ class EpisodeRecorder:
             num_waypoints=cfg.num_waypoints,
             waypoint_dt=cfg.waypoint_dt,
             waypoint_stride=cfg.waypoint_stride,
+            ground_truth=truth,
             **meta_fields,
         )
         return meta, arrays

@@ -14,7 +14,6 @@ ahead of the ego's front along the route, speed m/s, standstill gap m):
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np

@@ -62,7 +62,7 @@ def _priority(junction: str, arm: int) -> int:
 
 
 def _junction(net: RoadNetwork, j: str, shared: tuple[int, ...]) -> None:
-    c, s, n = LineType.CONTINUOUS_LINE, LineType.STRIPED, LineType.NONE
+    c, s = LineType.CONTINUOUS_LINE, LineType.STRIPED
     centre = np.asarray(CENTRES[j])
     for k in range(4):
         R = _rot(k)
@@ -112,7 +112,7 @@ def build() -> Town:
     _junction(net, "A", shared=(2,))
     _junction(net, "B", shared=(0,))
     gap = CENTRES["B"][0] - CENTRES["A"][0]
-    c, s, n = LineType.CONTINUOUS_LINE, LineType.STRIPED, LineType.NONE
+    c, s = LineType.CONTINUOUS_LINE, LineType.STRIPED
     net.add_lane("Aout2", "Bin0", StraightLane([BOX, OFFSET], [gap - BOX, OFFSET], line_types=(s, c), speed_limit=ARM_SPEED, priority=2))
     net.add_lane("Bout0", "Ain2", StraightLane([gap - BOX, -OFFSET], [BOX, -OFFSET], line_types=(s, c), speed_limit=ARM_SPEED, priority=1))
 
