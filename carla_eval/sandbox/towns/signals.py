@@ -62,7 +62,7 @@ def _priority(junction: str, arm: int) -> int:
 
 
 def _junction(net: RoadNetwork, j: str, shared: tuple[int, ...]) -> None:
-    c, s = LineType.CONTINUOUS_LINE, LineType.STRIPED
+    c, s, n = LineType.CONTINUOUS_LINE, LineType.STRIPED, LineType.NONE
     centre = np.asarray(CENTRES[j])
     for k in range(4):
         R = _rot(k)
