@@ -452,6 +452,24 @@ class PerspectiveRenderer:
             cnp.set_mat(p3d.Mat4(*right, 0, *fwd, 0, *up, 0, *o, 1))
         self.sky.set_pos(ego_x, -ego_y, 0.0)
 
+    def _actor_node(self, pool: dict[int, Any], aid: int, template: Any, cls: str, palette: Sequence[tuple[int, int, int]]):
+        """The node of actor ``aid`` in ``pool``, made on first sight: an instance of ``template``
+        tagged with semantic class ``cls``, coloured from ``palette`` by its id (stable per actor)."""
+        np_ = pool.get(aid)
+        if np_ is None:
+            np_ = self.world.attach_new_node(f"{cls}-{aid}")
+            np_.attach_new_node(template).set_tag("cls", str(SEMANTIC_CLASSES[cls]))
+            rgb = palette[zlib.crc32(str(aid).encode()) % len(palette)]
+            np_.set_color_scale(*(c / 255.0 for c in rgb), 1.0)
+            pool[aid] = np_
+        return np_
+
+    @staticmethod
+    def _hide_unseen(pool: dict[int, Any], seen: set[int]) -> None:
+        for aid, np_ in pool.items():
+            if aid not in seen:
+                np_.hide()
+
     def _place_vehicles(self, vehicles: Iterable[Any], ego_x: float, ego_y: float, skip_first: bool) -> None:
         seen = set()
         for k, v in enumerate(vehicles):
@@ -462,21 +480,12 @@ class PerspectiveRenderer:
                 continue
             aid = int(getattr(v, "actor_id", k))
             seen.add(aid)
-            np_ = self._vehicles.get(aid)
-            if np_ is None:
-                np_ = self.world.attach_new_node(f"vehicle-{aid}")
-                inst = np_.attach_new_node(self._vehicle_node)
-                inst.set_tag("cls", str(SEMANTIC_CLASSES["car"]))
-                rgb = VEHICLE_PALETTE[zlib.crc32(str(aid).encode()) % len(VEHICLE_PALETTE)]
-                np_.set_color_scale(*(c / 255.0 for c in rgb), 1.0)
-                self._vehicles[aid] = np_
+            np_ = self._actor_node(self._vehicles, aid, self._vehicle_node, "car", VEHICLE_PALETTE)
             np_.set_pos(px, -py, 0.0)
             np_.set_h(-math.degrees(float(v.heading)))
             np_.set_scale(float(getattr(v, "LENGTH", 4.5)), float(getattr(v, "WIDTH", 2.0)), 1.0)
             np_.show()
-        for aid, np_ in self._vehicles.items():
-            if aid not in seen:
-                np_.hide()
+        self._hide_unseen(self._vehicles, seen)
 
     def _set_lights(self, lights: Mapping[int, str]) -> None:
         """Light each head's lamp of its state (unlit lamps dark); only changed heads are touched."""
@@ -498,22 +507,13 @@ class PerspectiveRenderer:
                 continue
             aid = int(w.actor_id)
             seen.add(aid)
-            np_ = self._walkers.get(aid)
-            if np_ is None:
-                np_ = self.world.attach_new_node(f"walker-{aid}")
-                inst = np_.attach_new_node(self._walker_node)
-                inst.set_tag("cls", str(SEMANTIC_CLASSES["pedestrian"]))
-                rgb = WALKER_CLOTHES[zlib.crc32(str(aid).encode()) % len(WALKER_CLOTHES)]
-                np_.set_color_scale(*(c / 255.0 for c in rgb), 1.0)
-                self._walkers[aid] = np_
+            np_ = self._actor_node(self._walkers, aid, self._walker_node, "pedestrian", WALKER_CLOTHES)
             np_.set_pos(px, -py, 0.0)
             np_.set_h(-math.degrees(float(w.heading)))
             # A walker that was hit lies on the ground.
             np_.set_r(90.0 if getattr(w, "crashed", False) else 0.0)
             np_.show()
-        for aid, np_ in self._walkers.items():
-            if aid not in seen:
-                np_.hide()
+        self._hide_unseen(self._walkers, seen)
 
     def _read(self, tex) -> np.ndarray:
         data = np.frombuffer(tex.get_ram_image(), np.uint8).reshape(self.height, self.width, 4)
