@@ -110,7 +110,9 @@ def test_steps_below_one_and_above_train_steps_raise():
         (lambda: IKNetConfig(hidden_size=130, num_heads=4), "num_heads"),
         (lambda: TrajectoryConfig(num_waypoints=0), "num_waypoints"),
         (lambda: TrajectoryConfig(waypoint_dt=-0.5), "waypoint_dt"),
-        (lambda: FutureStateConfig(horizon_s=0.0), "horizon_s"),
+        (lambda: FutureStateConfig(horizons_s=(0.0,)), "horizons_s"),
+        (lambda: FutureStateConfig(horizons_s=(2.0, 1.0)), "horizons_s"),
+        (lambda: FutureStateConfig(horizons_s=()), "horizons_s"),
         (lambda: FutureStateConfig(loss_weight=-1.0), "loss_weight"),
     ],
 )

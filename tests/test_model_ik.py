@@ -202,7 +202,7 @@ def test_missing_future_images_are_reported():
 def test_driving_inputs_are_a_subset_of_training_batch_fields():
     names = [f.name for f in dataclasses.fields(DrivingInputs)]
     batch_names = [f.name for f in dataclasses.fields(TrainingBatch)]
-    assert batch_names == names + ["future_images", "trajectory"]
+    assert batch_names == names + ["future_images", "trajectory", "future_tokens"]
 
 
 def test_future_target_is_the_eval_mode_encoder_output_while_training():
@@ -273,3 +273,32 @@ def test_ik_net_config_errors_name_the_field():
         IKNet(IKNetConfig(hidden_size=32, num_layers=1, num_heads=2, flow_heads=1), 16, 4, 6, token_grid=(1, 3, 3))
     with pytest.raises(ValueError, match="patch_size"):
         build_preset("0.5b-random", patch_size=8)
+
+
+def test_several_future_frames_and_cached_tokens_give_the_same_loss():
+    """F = 3 future frames: the VLA predicts 3 K tokens, the IK net reads all of them, and a batch
+    carrying the frozen encoder's cached tokens gives exactly the loss of the same batch's images."""
+    model = build_preset("tiny", seed=0, future_horizons_s=(1.0, 2.0, 3.0), freeze_vision=True)
+    k, d = model.token_shape
+    assert model.config.future.num_queries == 3 * k
+    assert model.ik_net.type_embedding.num_embeddings == 4
+    g = torch.Generator().manual_seed(0)
+    b = 2
+    images = torch.rand(b, 1, 3, 128, 128, generator=g)
+    future = torch.rand(b, 3, 1, 3, 128, 128, generator=g)
+    traj = torch.cumsum(torch.rand(b, 6, 2, generator=g), dim=1)
+    model.normalizer.fit(traj)
+    common = dict(command=torch.tensor([4, 1]), speed=torch.tensor([5.0, 8.0]), acceleration=torch.zeros(b),
+                  target_point=torch.tensor([[20.0, 0.0], [15.0, -3.0]]), trajectory=traj)
+    from_images = model.compute_loss(TrainingBatch(images=images, future_images=future, **common),
+                                      generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        tokens = model.vision(images)
+        future_tokens = model.vision(future.flatten(0, 1)).view(b, 3, k, d)
+    cached = model.compute_loss(TrainingBatch(images=None, visual_tokens=tokens, future_tokens=future_tokens, **common),
+                                generator=torch.Generator().manual_seed(1))
+    assert torch.allclose(from_images.loss, cached.loss, atol=1e-5)
+    with pytest.raises(ValueError, match="future_tokens"):
+        model.compute_loss(TrainingBatch(images=None, visual_tokens=tokens, future_tokens=future_tokens[:, :2], **common))
+    with pytest.raises(ValueError, match="future_images"):
+        model.compute_loss(TrainingBatch(images=images, future_images=future[:, :2], **common))

@@ -33,7 +33,7 @@ def _model_and_data(data_dir):
 def test_modes_feed_the_ik_net_what_they_name(data_dir, monkeypatch):
     model, ds = _model_and_data(data_dir)
     res = future_oracle(model, ds, batch_size=5)
-    assert res.samples == len(ds) and res.horizon_s == 1.0
+    assert res.samples == len(ds) and res.horizons_s == (1.0,)
     assert set(res.l2) == set(MODES) | {"constant speed (no model)"}
     # A random model: the three futures differ, so the plans do.
     assert len({round(res.l2[m]["l2_3s"], 6) for m in MODES}) == 3

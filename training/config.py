@@ -126,20 +126,27 @@ class DataConfig:
 
     ``format``: "episodes" (folders of collected ``.npz`` episodes) or "bench2drive" (a folder
     holding Bench2Drive clips, read by ``training.bench2drive`` with the ``bench2drive`` options).
-    ``train_dir``: a collected dataset folder (or the Bench2Drive root). Validation uses ``val_dir`` when set, otherwise the
+    ``train_dir``: a collected dataset folder (or the Bench2Drive root); ``extra_train_dirs``: more
+    folders whose episodes join the training set. Validation uses ``val_dir`` when set, otherwise the
     episodes of ``train_dir`` whose route id is in ``val_route_ids`` (held out of training).
     ``perturbed_label``: label of frames whose future window contains a control perturbation:
     "plan" (the expert's recorded plan), "actual" (the perturbed actual path) or "drop".
     ``max_train_frames`` / ``max_val_frames`` cap the sample counts (evenly strided; None = all).
+    ``token_cache`` (stage (b) with a frozen encoder): encode every frame once
+    (``training.token_cache``) into ``token_cache_dir`` (default: ``token_cache/`` beside each
+    episode's folder) and train on the cached tokens instead of the images.
     """
 
     train_dir: str
+    extra_train_dirs: list[str] = field(default_factory=list)
     format: Literal["episodes", "bench2drive"] = "episodes"
     bench2drive: Bench2DriveOptions = field(default_factory=Bench2DriveOptions)
     val_dir: str | None = None
     val_route_ids: list[str] = field(default_factory=list)
     perturbed_label: Literal["plan", "actual", "drop"] = "plan"
     cache_images: bool = True
+    token_cache: bool = False
+    token_cache_dir: str | None = None
     num_workers: int = 0
     max_train_frames: int | None = None
     max_val_frames: int | None = 256
@@ -204,11 +211,20 @@ class PretrainConfig:
 
     The target is the camera image downsampled by ``target_downsample`` (each token predicts its
     patch's pixels); pixels that differ from the image's most common colour (the road / background)
-    get weight ``foreground_weight`` so that small vehicles matter.
+    get weight ``foreground_weight`` so that small vehicles matter (loss weight ``rgb_weight``).
+    ``depth_weight`` / ``semantic_weight`` > 0 add the dense targets (episodes recorded with
+    ``--ground-truth``): log planar depth clipped to [``min_depth_m``, ``max_depth_m``] (L1) and the
+    CARLA semantic tag (cross-entropy over ``num_semantic_classes``), per cell of the same grid.
     """
 
     target_downsample: int = 2
     foreground_weight: float = 5.0
+    rgb_weight: float = 1.0
+    depth_weight: float = 0.0
+    semantic_weight: float = 0.0
+    min_depth_m: float = 1.0
+    max_depth_m: float = 100.0
+    num_semantic_classes: int = 29
 
 
 @dataclass

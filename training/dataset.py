@@ -5,7 +5,8 @@ horizon recorded at collection, or any multiple of the frame period) and
 (b) a full T-waypoint label. Its fields, per sample (collated with a batch dimension B in front):
 
     images          float32 [C, 3, H, W]  camera images at t, RGB in [0, 1], resized to ``image_size``
-    future_images   float32 [C, 3, H, W]  the same cameras at t + horizon
+    future_images   float32 [C, 3, H, W]  the same cameras at t + horizon (one horizon), or
+                    float32 [F, C, 3, H, W] at t + h for each of F horizons (a list of horizons)
     command         int64   []            RoadOption value
     speed           float32 []            m/s
     acceleration    float32 []            m/s^2, longitudinal
@@ -15,6 +16,12 @@ horizon recorded at collection, or any multiple of the frame period) and
                                           x, y, yaw, length, width (collated: padded M, ``gt_boxes_mask``)
     episode, frame  int64   []            where the sample comes from
 
+With a token cache (:class:`training.token_cache.TokenCache` of a frozen encoder) the images are
+replaced by the cached tokens: ``visual_tokens`` float32 [K, D] and ``future_tokens`` float32
+[F, K, D]. With ``ground_truth`` (encoder pre-training) a sample also carries ``depth`` float32
+[C, H, W] (planar metres) and ``semantic`` int64 [C, H, W] (CARLA tags), resized (nearest) to
+``image_size``.
+
 Images are resized with ``cv2.INTER_AREA`` by :func:`preprocess_image`, which must match what the
 agent does at run time.
 """
@@ -22,7 +29,7 @@ agent does at run time.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Literal, Sequence
+from typing import Any, Callable, Literal, Sequence
 
 import numpy as np
 import torch
@@ -63,18 +70,27 @@ def future_offset(ep: Episode, horizon_s: float | None) -> int:
     return int(round(n))
 
 
+def future_offsets(ep: Episode, horizon_s: float | Sequence[float] | None) -> list[int]:
+    """Frame offsets of the future visual states: one per horizon (a number or None gives one)."""
+    if horizon_s is None or isinstance(horizon_s, (int, float)):
+        return [future_offset(ep, horizon_s)]
+    if not horizon_s:
+        raise ValueError("horizons: at least one future horizon is needed")
+    return [future_offset(ep, float(h)) for h in horizon_s]
+
+
 def build_index(
     episodes: Sequence[Episode],
     perturbed_label: Literal["plan", "actual", "drop"] = "plan",
     max_frames: int | None = None,
-    horizon_s: float | None = None,
+    horizon_s: float | Sequence[float] | None = None,
 ) -> SampleIndex:
     """Which frames become samples (see module doc); ``max_frames`` keeps an evenly strided subset;
-    ``horizon_s``: time of the future visual state (None: the horizon recorded in each episode)."""
+    ``horizon_s``: time(s) of the future visual state(s) (None: the horizon recorded in each episode)."""
     ep_idx, fr_idx, plan = [], [], []
     for e, ep in enumerate(episodes):
         a = ep.arrays
-        ok = (np.arange(ep.num_frames) + future_offset(ep, horizon_s) < ep.num_frames) & a["trajectory_valid"]
+        ok = (np.arange(ep.num_frames) + max(future_offsets(ep, horizon_s)) < ep.num_frames) & a["trajectory_valid"]
         fut_p = a["future_perturbed"]
         if perturbed_label == "drop":
             ok &= ~fut_p
@@ -106,11 +122,16 @@ class DrivingDataset(torch.utils.data.Dataset):
         cameras: names of the stored cameras to use, in the model's order (None = all, stored order).
         perturbed_label: see :class:`training.config.DataConfig`.
         max_frames: keep an evenly strided subset of at most this many samples.
-        horizon_s: time of the future visual state (None: as recorded; e.g. the model's
-            ``config.future.horizon_s``).
+        horizon_s: time of the future visual state (None: as recorded), or a list of times (the
+            model's ``config.future.horizons_s``; ``future_images`` then has a frame axis F).
         cache_images: keep decoded, resized images in memory (uint8) after first use.
         with_boxes: include ``gt_boxes`` (validation needs them; training does not).
         preprocess: image preprocessing (default :func:`preprocess_image`).
+        tokens: a :class:`training.token_cache.TokenCache` over the same episodes: samples carry
+            ``visual_tokens`` / ``future_tokens`` instead of images.
+        ground_truth: add each camera's ``depth`` and ``semantic`` ground truth (recorded with
+            ``--ground-truth``).
+        with_future: add the future frames (images or tokens); False for models that do not use them.
     """
 
     def __init__(
@@ -120,19 +141,29 @@ class DrivingDataset(torch.utils.data.Dataset):
         cameras: Sequence[str] | None = None,
         perturbed_label: Literal["plan", "actual", "drop"] = "plan",
         max_frames: int | None = None,
-        horizon_s: float | None = None,
+        horizon_s: float | Sequence[float] | None = None,
         cache_images: bool = True,
         with_boxes: bool = True,
         preprocess: Callable[[np.ndarray, tuple[int, int]], np.ndarray] = preprocess_image,
+        tokens: Any = None,
+        ground_truth: bool = False,
+        with_future: bool = True,
     ) -> None:
         self.episodes = list(episodes)
         self.image_size = tuple(image_size)
         self.index = build_index(self.episodes, perturbed_label, max_frames, horizon_s)
-        self.future_offsets = [future_offset(ep, horizon_s) for ep in self.episodes]
+        self.future_offsets = [future_offsets(ep, horizon_s) for ep in self.episodes]
+        self.frame_axis = not (horizon_s is None or isinstance(horizon_s, (int, float)))
+        self.tokens = tokens
+        if tokens is not None and len(tokens) != len(self.episodes):
+            raise ValueError(f"tokens: the cache holds {len(tokens)} episodes, the dataset {len(self.episodes)}")
+        self.ground_truth = ground_truth
+        self.with_future = with_future
         self.preprocess = preprocess
         self.cache_images = cache_images
         self.with_boxes = with_boxes
         self._cache: dict[tuple[int, int], np.ndarray] = {}
+        self._gt_cache: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
         self.camera_ids: list[list[int]] = []
         for ep in self.episodes:
             names = ep.meta.cameras
@@ -165,6 +196,29 @@ class DrivingDataset(torch.utils.data.Dataset):
             self._cache[key] = q
         return q.astype(np.float32) / 255.0
 
+    def _ground_truth(self, e: int, frame: int) -> tuple[np.ndarray, np.ndarray]:
+        """(depth [C, H, W] float32 m, semantic [C, H, W] int64) at the model's image size (nearest)."""
+        import cv2
+
+        key = (e, frame)
+        if key in self._gt_cache:
+            depth16, tags8 = self._gt_cache[key]
+            return depth16.astype(np.float32), tags8.astype(np.int64)
+        ep = self.episodes[e]
+        h, w = self.image_size
+        depth, tags = [], []
+        for c in self.camera_ids[e]:
+            d, s = ep.depth(frame, c), ep.semantic(frame, c)
+            if d.shape != (h, w):
+                d = cv2.resize(d, (w, h), interpolation=cv2.INTER_NEAREST)
+                s = cv2.resize(s, (w, h), interpolation=cv2.INTER_NEAREST)
+            depth.append(d)
+            tags.append(s)
+        depth16, tags8 = np.stack(depth).astype(np.float16), np.stack(tags).astype(np.uint8)
+        if self.cache_images:
+            self._gt_cache[key] = (depth16, tags8)  # float16: the same values cached or not
+        return depth16.astype(np.float32), tags8.astype(np.int64)
+
     def gt_boxes(self, e: int, frame: int) -> np.ndarray:
         """[T, M, 5] boxes at each waypoint time in the ego frame of ``frame`` (M = max over T; NaN pads)."""
         ep = self.episodes[e]
@@ -187,11 +241,22 @@ class DrivingDataset(torch.utils.data.Dataset):
         f = int(self.index.frames[i])
         ep = self.episodes[e]
         a = ep.arrays
-        fut = f + self.future_offsets[e]
+        futures = [f + off for off in self.future_offsets[e]]
         traj = a["expert_plan"][f] if self.index.use_plan[i] else a["trajectory"][f]
-        sample = {
-            "images": torch.from_numpy(self._images(e, f)),
-            "future_images": torch.from_numpy(self._images(e, fut)),
+        sample: dict[str, torch.Tensor] = {}
+        if self.tokens is not None:
+            sample["visual_tokens"] = torch.from_numpy(self.tokens.get(e, f))
+            if self.with_future:
+                sample["future_tokens"] = torch.from_numpy(np.stack([self.tokens.get(e, t) for t in futures]))
+        else:
+            sample["images"] = torch.from_numpy(self._images(e, f))
+            if self.with_future:
+                future = [self._images(e, t) for t in futures]
+                sample["future_images"] = torch.from_numpy(np.stack(future) if self.frame_axis else future[0])
+        if self.ground_truth:
+            depth, tags = self._ground_truth(e, f)
+            sample["depth"], sample["semantic"] = torch.from_numpy(depth), torch.from_numpy(tags)
+        sample.update({
             "command": torch.tensor(int(a["command"][f]), dtype=torch.int64),
             "speed": torch.tensor(float(a["speed"][f]), dtype=torch.float32),
             "acceleration": torch.tensor(float(a["acceleration"][f]), dtype=torch.float32),
@@ -199,7 +264,7 @@ class DrivingDataset(torch.utils.data.Dataset):
             "trajectory": torch.from_numpy(np.asarray(traj, dtype=np.float32)),
             "episode": torch.tensor(e, dtype=torch.int64),
             "frame": torch.tensor(f, dtype=torch.int64),
-        }
+        })
         if self.with_boxes:
             sample["gt_boxes"] = torch.from_numpy(self.gt_boxes(e, f))
         return sample

@@ -5,14 +5,21 @@ this module plans three times with the same current tokens and the same diffusio
 only the future tokens the IK net reads:
 
 * ``predicted``: the VLA's prediction (what the agent uses);
-* ``oracle``: the frozen encoder's tokens of the real future frame (what the VLA is trained to
+* ``oracle``: the frozen encoder's tokens of the real future frames (what the VLA is trained to
   predict): the best the IK net can do with a perfect future-state prediction;
-* ``static``: the current tokens again (a world that does not move).
+* ``static``: the current tokens again, for every future frame (a world that does not move).
 
 An IK net that recovers the motion between its two frames is far better with ``oracle`` than with
 ``static``. When the three errors are the same, the IK net does not read the future frame and its
 plan is a prior learned from the current frame alone; a better VLA cannot help it then. A
 constant-speed line (the ego's current speed straight ahead) is reported for scale.
+
+The command probe (:func:`command_probe`, any model): on held-out frames recorded at a junction
+(command LEFT, RIGHT or STRAIGHT) the plan is made three times with only the prompt's route command
+changed to LEFT, STRAIGHT and RIGHT (same image, speed, target point and noise). In the IK model the
+command reaches the trajectory only through the predicted future state. Reported: the mean lateral
+position of the 3 s waypoint per command (m, + right) and the share of frames whose plans are ordered
+left < straight < right.
 
 ``python -m training.future_oracle --model weights/ik-tiny --data DATA/val [--frames 512] [--out F]``
 """
@@ -35,15 +42,16 @@ MODES = ("predicted", "oracle", "static")
 
 @dataclass
 class OracleResult:
-    """L2 (m) per mode, e.g. ``l2["oracle"]["l2_3s"]``; ``samples``: frames used; ``horizon_s``: the
-    model's future-state horizon."""
+    """L2 (m) per mode, e.g. ``l2["oracle"]["l2_3s"]``; ``samples``: frames used; ``horizons_s``: the
+    model's future-state horizons; ``command``: the command probe's result (or None)."""
 
     l2: dict[str, dict[str, float]]
     samples: int
-    horizon_s: float
+    horizons_s: tuple[float, ...]
+    command: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"l2": self.l2, "samples": self.samples, "horizon_s": self.horizon_s}
+        return {"l2": self.l2, "samples": self.samples, "horizons_s": list(self.horizons_s), "command": self.command}
 
     def table(self) -> str:
         keys = [k for k in next(iter(self.l2.values())) if k != "l2_avg"]
@@ -51,6 +59,12 @@ class OracleResult:
                  "|---|" + "---:|" * len(keys)]
         for mode, row in self.l2.items():
             lines.append(f"| {mode} | " + " | ".join(f"{row[k]:.2f}" for k in keys) + " |")
+        if self.command is not None:
+            c = self.command
+            lines += ["", f"command probe ({c['samples']} junction frames): 3 s lateral endpoint (m, + right)",
+                      "| LEFT | STRAIGHT | RIGHT | ordered left < straight < right |", "|---:|---:|---:|---:|",
+                      f"| {c['lateral_3s']['LEFT']:+.2f} | {c['lateral_3s']['STRAIGHT']:+.2f} | "
+                      f"{c['lateral_3s']['RIGHT']:+.2f} | {100 * c['ordered']:.1f} % |"]
         return "\n".join(lines)
 
 
@@ -58,11 +72,11 @@ class OracleResult:
 def future_oracle(model: Any, dataset: Any, horizons_s: tuple[float, ...] = (1.0, 2.0, 3.0), batch_size: int = 64,
                   num_inference_steps: int | None = None, seed: int = 0) -> OracleResult:
     """Run the three modes on every sample of ``dataset`` (a :class:`training.dataset.DrivingDataset`
-    built with the model's future horizon). ``model``: an ``IKDriveModel``."""
+    built with the model's future horizons, images or cached tokens). ``model``: an ``IKDriveModel``."""
     from agent.model.modeling import IKDriveModel
     from agent.model.pipeline import IKDrivePipeline
     from training.dataset import collate
-    from training.planner_task import driving_inputs
+    from training.planner_task import driving_inputs, future_target_tokens
 
     if not isinstance(model, IKDriveModel):
         raise TypeError(f"model: the future oracle needs an IK model, got {type(model).__name__}")
@@ -78,12 +92,12 @@ def future_oracle(model: Any, dataset: Any, horizons_s: tuple[float, ...] = (1.0
         for start in range(0, len(dataset), batch_size):
             samples = collate([dataset[i] for i in range(start, min(start + batch_size, len(dataset)))])
             inputs = driving_inputs(samples, device)
-            current = model.vision(inputs.images)  # [B, K, D]
+            current = model.current_tokens(inputs)  # [B, K, D]
             input_ids, attention_mask = model.tokenize(inputs)
             futures = {
-                "predicted": model.vla(input_ids, attention_mask, current),
-                "oracle": model.vision(samples["future_images"].to(device)),
-                "static": current,
+                "predicted": model.vla(input_ids, attention_mask, current),  # [B, F K, D]
+                "oracle": future_target_tokens(model, samples, device),
+                "static": current.repeat(1, model.config.future.num_frames, 1),
             }
             for mode, future in futures.items():
                 gen = torch.Generator(device=device).manual_seed(seed + start)  # same noise in every mode
@@ -100,7 +114,42 @@ def future_oracle(model: Any, dataset: Any, horizons_s: tuple[float, ...] = (1.0
     line = np.zeros_like(gt)
     line[..., 0] = speed[:, None] * dt * np.arange(1, gt.shape[1] + 1)[None]
     result["constant speed (no model)"] = l2_at(line, gt, list(horizons_s), dt)
-    return OracleResult(l2=result, samples=int(gt.shape[0]), horizon_s=float(model.config.future.horizon_s))
+    return OracleResult(l2=result, samples=int(gt.shape[0]), horizons_s=tuple(model.config.future.horizons_s))
+
+
+JUNCTION_COMMANDS = {"LEFT": 1, "STRAIGHT": 3, "RIGHT": 2}  # RoadOption values
+
+
+@torch.no_grad()
+def command_probe(model: Any, dataset: Any, batch_size: int = 64, num_samples: int = 4, seed: int = 0) -> dict[str, Any] | None:
+    """Plans of junction frames with the route command set to LEFT / STRAIGHT / RIGHT (module doc).
+
+    Returns None when ``dataset`` has no junction frame."""
+    from agent.model.pipeline import build_pipeline
+    from training.dataset import collate
+    from training.planner_task import driving_inputs
+
+    commands = np.array([int(dataset.episodes[int(e)].arrays["command"][int(f)])
+                         for e, f in zip(dataset.index.episodes, dataset.index.frames)])
+    picked = np.nonzero(np.isin(commands, list(JUNCTION_COMMANDS.values())))[0]
+    if picked.size == 0:
+        return None
+    pipe = build_pipeline(model)
+    device = model.device
+    lateral: dict[str, list[np.ndarray]] = {name: [] for name in JUNCTION_COMMANDS}
+    for start in range(0, picked.size, batch_size):
+        samples = collate([dataset[int(i)] for i in picked[start:start + batch_size]])
+        for name, value in JUNCTION_COMMANDS.items():
+            inputs = driving_inputs(samples, device)
+            inputs.command = torch.full_like(inputs.command, value)
+            gen = torch.Generator(device=device).manual_seed(seed + start)  # same noise for every command
+            plan = pipe(inputs, generator=gen, num_samples=num_samples).trajectory  # [B, T, 2]
+            lateral[name].append(plan[:, -1, 1].float().cpu().numpy())
+    y = {name: np.concatenate(v) for name, v in lateral.items()}
+    ordered = (y["LEFT"] < y["STRAIGHT"]) & (y["STRAIGHT"] < y["RIGHT"])
+    recorded = {name: int((commands[picked] == v).sum()) for name, v in JUNCTION_COMMANDS.items()}
+    return {"samples": int(picked.size), "recorded_commands": recorded,
+            "lateral_3s": {name: float(v.mean()) for name, v in y.items()}, "ordered": float(ordered.mean())}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -121,9 +170,12 @@ def main(argv: list[str] | None = None) -> int:
     if scan.skipped:
         print(scan.report(), file=sys.stderr)
     dataset = DrivingDataset(scan.episodes, image_size=model.config.image_size, max_frames=args.frames,
-                             horizon_s=model.config.future.horizon_s, with_boxes=False)
+                             horizon_s=list(model.config.future.horizons_s), with_boxes=False)
     result = future_oracle(model, dataset, seed=args.seed)
-    print(f"{result.samples} frames, future horizon {result.horizon_s:g} s")
+    junctions = DrivingDataset(scan.episodes, image_size=model.config.image_size,
+                               horizon_s=list(model.config.future.horizons_s), with_boxes=False)
+    result.command = command_probe(model, junctions, seed=args.seed)
+    print(f"{result.samples} frames, future horizons {', '.join(f'{h:g}' for h in result.horizons_s)} s")
     print(result.table())
     if args.out:
         from carla_eval.atomic_io import atomic_write_json

@@ -27,13 +27,15 @@ def make_training_batch(samples: dict[str, torch.Tensor], device: torch.device |
     from agent.model.interfaces import TrainingBatch
 
     return TrainingBatch(
-        images=samples["images"],
+        images=samples.get("images"),
         command=samples["command"],
         speed=samples["speed"],
         acceleration=samples["acceleration"],
         target_point=samples["target_point"],
-        future_images=samples["future_images"] if with_future else None,
+        visual_tokens=samples.get("visual_tokens"),
+        future_images=samples.get("future_images") if with_future else None,
         trajectory=samples["trajectory"],
+        future_tokens=samples.get("future_tokens") if with_future else None,
     ).to(device)
 
 
@@ -42,9 +44,21 @@ def driving_inputs(samples: dict[str, torch.Tensor], device: torch.device | str)
     from agent.model.interfaces import DrivingInputs
 
     return DrivingInputs(
-        images=samples["images"], command=samples["command"], speed=samples["speed"],
+        images=samples.get("images"), command=samples["command"], speed=samples["speed"],
         acceleration=samples["acceleration"], target_point=samples["target_point"],
+        visual_tokens=samples.get("visual_tokens"),
     ).to(device)
+
+
+def future_target_tokens(model: nn.Module, samples: dict[str, torch.Tensor], device: torch.device | str) -> torch.Tensor:
+    """[B, F K, D] the encoder's tokens of the samples' future frames (cached ones when present)."""
+    if "future_tokens" in samples:
+        return samples["future_tokens"].flatten(1, 2).float()
+    future = samples["future_images"].to(device)
+    if future.ndim == 5:
+        future = future[:, None]
+    b = future.shape[0]
+    return model.vision(future.flatten(0, 1)).reshape(b, -1, model.config.vision.hidden_size).float()
 
 
 class PlannerModule(nn.Module):
@@ -135,8 +149,8 @@ def evaluate_planner(model: nn.Module, dataset: Any, device: torch.device | str,
         losses += float(model.compute_loss(make_training_batch(samples, device, ik), generator=loss_gen).loss) * k
         n += k
         if ik:
-            pred_tokens.append(out.future_tokens.float().cpu())  # [B, K, D]
-            target_tokens.append(model.vision(samples["future_images"].to(device)).float().cpu())  # [B, K, D]
+            pred_tokens.append(out.future_tokens.float().cpu())  # [B, F K, D]
+            target_tokens.append(future_target_tokens(model, samples, device).cpu())  # [B, F K, D]
     model.train(was_training)
     if n == 0:
         raise ValueError("the validation dataset has no samples")

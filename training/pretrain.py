@@ -8,6 +8,14 @@ to describe the image on its own: every patch token must reconstruct its patch o
 differ from the image's median colour (vehicles, lane marks) weigh ``foreground_weight`` times more,
 so small objects matter. Stage (b) then loads the encoder and freezes it: the target is fixed.
 
+Dense geometry and semantics (``depth_weight`` / ``semantic_weight`` > 0, episodes recorded with
+``--ground-truth``; CARLA's depth and semantic cameras give the same channels): the same tokens also
+predict, per cell of the same sub-patch grid, the log of the planar depth (clipped to
+[``min_depth_m``, ``max_depth_m``], L1 loss) and the CARLA semantic tag (cross-entropy over
+``num_semantic_classes``). Both make a token describe where, inside its patch and in depth, the
+road edge, the lane mark or the car lies: the sub-patch geometry that lets the IK net read the
+motion between two frames from their tokens.
+
 Output folder: ``encoder.safetensors`` (the vision encoder's state dict, keys as in
 ``model.get_vision_encoder().state_dict()``), ``head.safetensors`` and ``pretrain.json``
 (vision config, head shape, metrics).
@@ -32,29 +40,47 @@ PRETRAIN_META = "pretrain.json"
 
 
 class PatchReconstructionHead(nn.Module):
-    """Linear map from each patch token to its patch's pixels.
+    """Linear map from each patch token to ``channels`` values per cell of its patch.
 
-    ``forward(tokens [B, N_cam * P, D]) -> images [B, N_cam, 3, H / s, W / s]`` where P is the patch
-    grid (rows x cols, row-major, camera-major, as the encoder orders tokens) and s the downsample.
+    ``forward(tokens [B, N_cam * P, D]) -> maps [B, N_cam, channels, H / s, W / s]`` where P is the
+    patch grid (rows x cols, row-major, camera-major, as the encoder orders tokens) and s the
+    downsample (3 channels: the pixels; 1: log depth; classes: semantic logits).
     """
 
-    def __init__(self, hidden_size: int, patch_size: int, grid: tuple[int, int], num_cameras: int, downsample: int) -> None:
+    def __init__(self, hidden_size: int, patch_size: int, grid: tuple[int, int], num_cameras: int, downsample: int,
+                 channels: int = 3) -> None:
         super().__init__()
         if patch_size % downsample:
             raise ValueError(f"pretrain.target_downsample {downsample} does not divide the patch size {patch_size}")
         self.cell = patch_size // downsample  # output pixels per patch side
         self.grid = grid
         self.num_cameras = num_cameras
+        self.channels = channels
         self.norm = nn.LayerNorm(hidden_size)
-        self.proj = nn.Linear(hidden_size, 3 * self.cell * self.cell)
+        self.proj = nn.Linear(hidden_size, channels * self.cell * self.cell)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         b = tokens.shape[0]
-        rows, cols, c = self.grid[0], self.grid[1], self.cell
-        x = self.proj(self.norm(tokens))  # [B, N_cam * P, 3 c c]
-        x = x.view(b, self.num_cameras, rows, cols, 3, c, c)
-        x = x.permute(0, 1, 4, 2, 5, 3, 6)  # [B, N_cam, 3, rows, c, cols, c]
-        return x.reshape(b, self.num_cameras, 3, rows * c, cols * c)
+        rows, cols, c, ch = self.grid[0], self.grid[1], self.cell, self.channels
+        x = self.proj(self.norm(tokens))  # [B, N_cam * P, ch c c]
+        x = x.view(b, self.num_cameras, rows, cols, ch, c, c)
+        x = x.permute(0, 1, 4, 2, 5, 3, 6)  # [B, N_cam, ch, rows, c, cols, c]
+        return x.reshape(b, self.num_cameras, ch, rows * c, cols * c)
+
+
+def depth_target(depth: torch.Tensor, downsample: int, min_m: float, max_m: float) -> torch.Tensor:
+    """[B, N, H, W] planar depth (m) -> [B, N, 1, H / s, W / s] mean log depth per cell, clipped."""
+    b, n, h, w = depth.shape
+    x = torch.log(depth.clamp(min_m, max_m)).reshape(b * n, 1, h, w)
+    x = F.avg_pool2d(x, downsample) if downsample > 1 else x
+    return x.reshape(b, n, 1, x.shape[-2], x.shape[-1])
+
+
+def semantic_target(tags: torch.Tensor, downsample: int, num_classes: int) -> torch.Tensor:
+    """[B, N, H, W] CARLA tags -> [B, N, H / s, W / s] the tag at each cell's top-left pixel
+    (tags >= ``num_classes`` become class 0, "unlabelled")."""
+    x = tags[..., ::downsample, ::downsample]
+    return torch.where(x < num_classes, x, torch.zeros_like(x))
 
 
 def reconstruction_target(images: torch.Tensor, downsample: int) -> torch.Tensor:
@@ -87,18 +113,49 @@ class EncoderPretrainModule(nn.Module):
         vc = encoder.config
         self.encoder = encoder
         self.cfg = cfg
-        self.head = PatchReconstructionHead(vc.hidden_size, vc.patch_size, vc.grid_size, vc.num_cameras, cfg.target_downsample)
+        args = (vc.hidden_size, vc.patch_size, vc.grid_size, vc.num_cameras, cfg.target_downsample)
+        self.head = PatchReconstructionHead(*args)
+        self.depth_head = PatchReconstructionHead(*args, channels=1) if cfg.depth_weight > 0 else None
+        self.semantic_head = (PatchReconstructionHead(*args, channels=cfg.num_semantic_classes)
+                              if cfg.semantic_weight > 0 else None)
+
+    @property
+    def needs_ground_truth(self) -> bool:
+        return self.depth_head is not None or self.semantic_head is not None
 
     def reconstruct(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         tokens = self.encoder(images)  # [B, K, D]
         return self.head(tokens), tokens
 
-    def forward(self, images: torch.Tensor, generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        pred, tokens = self.reconstruct(images)
-        target = reconstruction_target(images, self.cfg.target_downsample)
-        w = foreground_weights(target, self.cfg.foreground_weight)
-        loss = ((pred - target) ** 2 * w).sum() / (w.sum() * 3)
-        return loss, {"recon_mse": F.mse_loss(pred.detach(), target), "token_std": torch.tensor(token_std(tokens.detach()))}
+    def forward(self, batch: torch.Tensor | dict[str, torch.Tensor],
+                generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """``batch``: images [B, N, 3, H, W], or a dict with ``images`` and, for the dense targets,
+        ``depth`` [B, N, H, W] (m) and ``semantic`` [B, N, H, W] (tags)."""
+        cfg = self.cfg
+        images = batch["images"] if isinstance(batch, dict) else batch
+        tokens = self.encoder(images)  # [B, K, D]
+        pred = self.head(tokens)
+        target = reconstruction_target(images, cfg.target_downsample)
+        w = foreground_weights(target, cfg.foreground_weight)
+        loss = cfg.rgb_weight * ((pred - target) ** 2 * w).sum() / (w.sum() * 3)
+        terms = {"recon_mse": F.mse_loss(pred.detach(), target), "token_std": torch.tensor(token_std(tokens.detach()))}
+        if self.needs_ground_truth:
+            if not isinstance(batch, dict) or "depth" not in batch or "semantic" not in batch:
+                raise ValueError("pretrain: depth / semantic targets need episodes recorded with --ground-truth")
+        if self.depth_head is not None:
+            d_pred = self.depth_head(tokens)  # [B, N, 1, h, w]
+            d_true = depth_target(batch["depth"], cfg.target_downsample, cfg.min_depth_m, cfg.max_depth_m)
+            depth_l1 = (d_pred - d_true).abs().mean()
+            loss = loss + cfg.depth_weight * depth_l1
+            terms["depth_log_l1"] = depth_l1.detach()
+        if self.semantic_head is not None:
+            logits = self.semantic_head(tokens)  # [B, N, C, h, w]
+            tags = semantic_target(batch["semantic"], cfg.target_downsample, cfg.num_semantic_classes)
+            ce = F.cross_entropy(logits.flatten(0, 1), tags.flatten(0, 1))
+            loss = loss + cfg.semantic_weight * ce
+            terms["semantic_ce"] = ce.detach()
+            terms["semantic_acc"] = (logits.detach().argmax(dim=2) == tags).float().mean()
+        return loss, terms
 
 
 class EncoderPretrainTask:
@@ -109,27 +166,36 @@ class EncoderPretrainTask:
         self.module = EncoderPretrainModule(encoder, cfg)
         self.vision_config = vision_config
 
-    def make_batch(self, samples: dict[str, torch.Tensor], device: torch.device) -> torch.Tensor:
-        return samples["images"].to(device)
+    @property
+    def needs_ground_truth(self) -> bool:
+        """The datasets must carry depth and semantic ground truth."""
+        return self.module.needs_ground_truth
+
+    def make_batch(self, samples: dict[str, torch.Tensor], device: torch.device) -> torch.Tensor | dict[str, torch.Tensor]:
+        if not self.module.needs_ground_truth:
+            return samples["images"].to(device)
+        return {k: samples[k].to(device) for k in ("images", "depth", "semantic")}
 
     @torch.no_grad()
     def evaluate(self, module: nn.Module, val_dataset: Any, device: torch.device) -> dict[str, float]:
         from training.dataset import collate
 
         module.eval()
-        mse, wloss, n, toks = 0.0, 0.0, 0, []
+        sums: dict[str, float] = {}
+        n, toks = 0, []
         for start in range(0, len(val_dataset), 32):
-            batch = collate([val_dataset[i] for i in range(start, min(start + 32, len(val_dataset)))])
-            images = batch["images"].to(device)
-            loss, terms = module(images)
+            batch = self.make_batch(collate([val_dataset[i] for i in range(start, min(start + 32, len(val_dataset)))]), device)
+            images = batch["images"] if isinstance(batch, dict) else batch
+            loss, terms = module(batch)
             k = images.shape[0]
-            mse += float(terms["recon_mse"]) * k
-            wloss += float(loss) * k
+            for name, value in [("loss", loss), *terms.items()]:
+                if name != "token_std":
+                    sums[name] = sums.get(name, 0.0) + float(value) * k
             n += k
             toks.append(module.encoder(images).float().cpu())
         from agent.model.collapse import collapse_stats, is_collapsed
 
-        metrics = {"recon_mse": mse / max(n, 1), "loss": wloss / max(n, 1)}
+        metrics = {name: total / max(n, 1) for name, total in sums.items()}
         tokens = torch.cat(toks)  # [N, K, D]
         if tokens.shape[0] >= 2:
             stats = collapse_stats(tokens)
@@ -142,7 +208,20 @@ class EncoderPretrainTask:
 
     def load(self, module: nn.Module, path: Path) -> None:
         module.encoder.load_state_dict(load_file(str(Path(path) / ENCODER_WEIGHTS)), strict=True)
-        module.head.load_state_dict(load_file(str(Path(path) / HEAD_WEIGHTS)), strict=True)
+        heads = load_file(str(Path(path) / HEAD_WEIGHTS))
+        module.head.load_state_dict({k: v for k, v in heads.items() if not k.startswith(("depth.", "semantic."))}, strict=True)
+        for prefix, head in (("depth.", module.depth_head), ("semantic.", module.semantic_head)):
+            if head is not None:
+                head.load_state_dict({k[len(prefix):]: v for k, v in heads.items() if k.startswith(prefix)}, strict=True)
+
+
+def _heads_state(module: EncoderPretrainModule) -> dict[str, torch.Tensor]:
+    """Every head's tensors; the RGB head keeps its bare names, the others are prefixed."""
+    state = {k: v for k, v in module.head.state_dict().items()}
+    for prefix, head in (("depth.", module.depth_head), ("semantic.", module.semantic_head)):
+        if head is not None:
+            state.update({prefix + k: v for k, v in head.state_dict().items()})
+    return state
 
 
 def save_pretrained_encoder(module: EncoderPretrainModule, path: str | Path, vision_config: dict[str, Any]) -> None:
@@ -150,9 +229,10 @@ def save_pretrained_encoder(module: EncoderPretrainModule, path: str | Path, vis
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     save_file({k: v.detach().cpu().contiguous() for k, v in module.encoder.state_dict().items()}, str(path / ENCODER_WEIGHTS))
-    save_file({k: v.detach().cpu().contiguous() for k, v in module.head.state_dict().items()}, str(path / HEAD_WEIGHTS))
+    save_file({k: v.detach().cpu().contiguous() for k, v in _heads_state(module).items()}, str(path / HEAD_WEIGHTS))
     meta = {"vision": vision_config, "target_downsample": module.cfg.target_downsample,
-            "foreground_weight": module.cfg.foreground_weight}
+            "foreground_weight": module.cfg.foreground_weight, "depth_weight": module.cfg.depth_weight,
+            "semantic_weight": module.cfg.semantic_weight, "num_semantic_classes": module.cfg.num_semantic_classes}
     (path / PRETRAIN_META).write_text(json.dumps(meta, indent=2, sort_keys=True))
 
 

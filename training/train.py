@@ -100,6 +100,9 @@ def split_data(cfg: TrainConfig, model_config: Any = None) -> tuple[DatasetScan,
     else:
         read = scan_dataset
     scan = read(d.train_dir)
+    for extra in d.extra_train_dirs:
+        more = read(extra)
+        scan = DatasetScan(scan.root, scan.episodes + more.episodes, scan.skipped + more.skipped, scan.manifest)
     if d.val_dir is not None:
         val = read(d.val_dir)
     elif d.val_route_ids:
@@ -146,22 +149,35 @@ def run(cfg: TrainConfig, resume: str | None = None, accelerator: Any = None) ->
     for s in (train_scan, val_scan):
         if s is not None and s.skipped:
             logger.warning(s.report())
-    horizon = model.config.future.horizon_s if is_ik_model(model) else None
-
-    def dataset(scan: DatasetScan, max_frames: int | None, with_boxes: bool) -> DrivingDataset:
-        return DrivingDataset(scan.episodes, image_size=model.config.image_size, perturbed_label=cfg.data.perturbed_label,
-                              max_frames=max_frames, horizon_s=horizon, cache_images=cfg.data.cache_images,
-                              with_boxes=with_boxes)
-
-    train_ds = dataset(train_scan, cfg.data.max_train_frames, False)
-    val_ds = dataset(val_scan, cfg.data.max_val_frames, True) if val_scan is not None else None
-    logger.info("train samples %d, validation samples %d", len(train_ds), len(val_ds) if val_ds else 0)
-    if cfg.stage == "pretrain_encoder":
+    ik = is_ik_model(model)
+    horizons = list(model.config.future.horizons_s) if ik else None
+    pretrain = cfg.stage == "pretrain_encoder"
+    if pretrain:
         task: Any = EncoderPretrainTask(model.get_vision_encoder(), cfg.pretrain, model.config.vision.to_dict())
     else:
         if cfg.model.encoder_from is not None:
             load_pretrained_encoder(model.get_vision_encoder(), cfg.model.encoder_from, model.config.vision.to_dict())
         model.set_vision_frozen(cfg.model.freeze_encoder)
+    use_cache = not pretrain and cfg.data.token_cache
+    if use_cache and not model.vision_frozen:
+        raise ConfigError("data.token_cache: needs a frozen encoder (model.freeze_encoder: true)")
+
+    def dataset(scan: DatasetScan, max_frames: int | None, with_boxes: bool) -> DrivingDataset:
+        ds = DrivingDataset(scan.episodes, image_size=model.config.image_size, perturbed_label=cfg.data.perturbed_label,
+                            max_frames=max_frames, horizon_s=horizons, cache_images=cfg.data.cache_images and not use_cache,
+                            with_boxes=with_boxes, ground_truth=pretrain and task.needs_ground_truth,
+                            with_future=ik and not pretrain)
+        if use_cache:
+            from training.token_cache import build_token_cache
+
+            ds.tokens = build_token_cache(model.get_vision_encoder(), scan.episodes, model.config.image_size,
+                                          ds.camera_ids, cache_dir=cfg.data.token_cache_dir, log=logger.info)
+        return ds
+
+    train_ds = dataset(train_scan, cfg.data.max_train_frames, False)
+    val_ds = dataset(val_scan, cfg.data.max_val_frames, True) if val_scan is not None else None
+    logger.info("train samples %d, validation samples %d", len(train_ds), len(val_ds) if val_ds else 0)
+    if not pretrain:
         adapted = configure_llm_training(model, cfg.model)
         if adapted:
             logger.info("LoRA rank %d on %d LLM layers", cfg.model.lora.rank, len(adapted))

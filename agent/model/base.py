@@ -61,6 +61,20 @@ class DrivingModelBase(nn.Module):
         vision = dataclasses.replace(self.config.vision, freeze=bool(frozen))
         self.config = dataclasses.replace(self.config, vision=vision)
 
+    def current_tokens(self, inputs: DrivingInputs) -> torch.Tensor:
+        """[B, K, D_vision]: ``inputs.visual_tokens`` when given (a frozen encoder's cache), else the
+        encoder's tokens of ``inputs.images``."""
+        if inputs.visual_tokens is not None:
+            if not self.vision.frozen:
+                raise ValueError("visual_tokens: precomputed tokens need a frozen vision encoder")
+            return inputs.visual_tokens.to(self.device)
+        return self.vision(inputs.images)
+
+    @property
+    def token_shape(self) -> tuple[int, int]:
+        """(K, D_vision) of one frame's visual tokens."""
+        return (self.config.vision.tokens_per_frame, self.config.vision.hidden_size)
+
     def tokenize(self, inputs: DrivingInputs) -> tuple[torch.Tensor, torch.Tensor]:
         """Prompt token ids and attention mask [B, L_text] for the numeric inputs."""
         prompts = format_prompts(inputs.command, inputs.speed, inputs.acceleration, inputs.target_point)

@@ -304,33 +304,63 @@ class FutureStateConfig:
     """Next-visual-state prediction by the VLA.
 
     Attributes:
-        num_queries: K learnable future queries; must equal the visual tokens per frame, so the
-            prediction is the whole future frame's token grid.
-        horizon_s: how far ahead the predicted frame lies (s). The data pipeline picks the future
-            frame at this offset; the model itself only records it.
+        num_queries: learnable future queries; must equal K * F (K visual tokens per frame, F =
+            ``len(horizons_s)``), so the prediction is the whole token grid of every future frame,
+            ordered frame-major (horizon by horizon).
+        horizons_s: how far ahead the predicted frames lie (s), strictly increasing, e.g. ``(3.0,)``
+            (one frame at the end of the trajectory) or ``(1.0, 2.0, 3.0)``. The data pipeline picks
+            the future frames at these offsets; the IK net reads all of them.
         loss: "mse" (default) or "cosine" regression against the stop-gradient future tokens.
         loss_weight: weight of the future-state loss in the total loss (>= 0).
+
+    A config written with the older single ``horizon_s`` key reads as ``horizons_s = (horizon_s,)``.
     """
 
     num_queries: int = 64
-    horizon_s: float = 3.0
+    horizons_s: tuple[float, ...] = (3.0,)
     loss: str = "mse"
     loss_weight: float = 1.0
 
     def __post_init__(self) -> None:
         owner = "FutureStateConfig"
         _positive_int(owner, "num_queries", self.num_queries)
-        _positive_float(owner, "horizon_s", self.horizon_s)
+        horizons = self.horizons_s
+        if not isinstance(horizons, tuple) or not horizons:
+            _fail(owner, "horizons_s", f"must be a non-empty tuple of seconds, got {horizons!r}")
+        for h in horizons:
+            _positive_float(owner, "horizons_s", h)
+        if any(b <= a for a, b in zip(horizons, horizons[1:])):
+            _fail(owner, "horizons_s", f"must be strictly increasing, got {horizons!r}")
         _choice(owner, "loss", self.loss, FUTURE_LOSSES)
         _positive_float(owner, "loss_weight", self.loss_weight, allow_zero=True)
 
+    @property
+    def num_frames(self) -> int:
+        """F: predicted future frames."""
+        return len(self.horizons_s)
+
+    @property
+    def horizon_s(self) -> float:
+        """The farthest horizon (s)."""
+        return float(self.horizons_s[-1])
+
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        d = dataclasses.asdict(self)
+        d["horizons_s"] = list(self.horizons_s)
+        return d
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "FutureStateConfig":
+        data = dict(data)
+        if "horizon_s" in data:
+            if "horizons_s" in data:
+                raise ValueError("FutureStateConfig: give horizons_s or the older horizon_s, not both")
+            data["horizons_s"] = [data.pop("horizon_s")]
         _check_keys(cls, data, "future")
-        return cls(**dict(data))
+        if "horizons_s" in data:
+            value = data["horizons_s"]
+            data["horizons_s"] = tuple(value) if isinstance(value, (list, tuple)) else value
+        return cls(**data)
 
 
 @dataclass(frozen=True)
@@ -508,12 +538,13 @@ class IKDriveConfig(_DrivingConfigMixin):
             if not isinstance(getattr(self, name), cls):
                 _fail(owner, name, f"must be a {cls.__name__}")
         k = self.vision.tokens_per_frame
-        if self.future.num_queries != k:
+        frames = self.future.num_frames
+        if self.future.num_queries != k * frames:
             _fail(
                 owner,
                 "future.num_queries",
-                f"K={self.future.num_queries} must equal the visual tokens per frame "
-                f"N_cam * P = {self.vision.num_cameras} * {self.vision.tokens_per_camera} = {k}",
+                f"{self.future.num_queries} must equal the visual tokens per frame times the future frames "
+                f"N_cam * P * F = {self.vision.num_cameras} * {self.vision.tokens_per_camera} * {frames} = {k * frames}",
             )
 
     def to_dict(self) -> dict[str, Any]:

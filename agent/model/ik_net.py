@@ -1,21 +1,21 @@
 """The IK net: a cross-attention conditional diffusion denoiser for trajectories.
 
-It recovers the motion between two visual states, the current frame and the predicted future frame
+It recovers the motion between visual states, the current frame and the F predicted future frames
 ("inverse kinematics"), and nothing else: its only inputs are tensors of noisy waypoints, the
-diffusion timestep and the two token grids. There is no argument through which ego status, the
+diffusion timestep and the token grids. There is no argument through which ego status, the
 route command or text could reach it.
 
 Queries (one per waypoint): Linear(noisy (x, y)) + timestep embedding + waypoint-index embedding.
-Keys/values: Linear(LayerNorm(tokens)) + token-position embedding (which camera patch; shared by the
-two frames) + a type embedding (0 = current, 1 = future), for the K current and K future tokens.
-Token matcher (``flow_heads`` >= 1): per head, a shared projection of both frames' tokens, a softmax
-over the future tokens of the same camera for every current token, and the expected grid position of
-the match minus the token's own position (patches) plus the match's peak weight; an MLP of these
-3 x heads numbers is added to the current tokens' memory entries. It is the motion between the two
+Keys/values: Linear(LayerNorm(tokens)) + token-position embedding (which camera patch; shared by all
+frames) + a type embedding (0 = current, 1..F = future frame f), for the K current and F x K future
+tokens. Token matcher (``flow_heads`` >= 1): per head and future frame, a shared projection of both
+frames' tokens, a softmax over the future tokens of the same camera for every current token, and the
+expected grid position of the match minus the token's own position (patches) plus the match's peak
+weight; an MLP of these 3 x heads x F numbers is added to the current tokens' memory entries. It is the motion between the two
 frames made explicit (the displacement field of the camera grid), computed from the tokens alone.
-Memory encoder (``memory_layers`` >= 1, pre-norm): self-attention over the 2K visual tokens + MLP,
-so each current token can find its match among the future tokens before the decoder reads them.
-Blocks (pre-norm): self-attention over waypoints, cross-attention to the 2K visual tokens, MLP.
+Memory encoder (``memory_layers`` >= 1, pre-norm): self-attention over the (1 + F) K visual tokens +
+MLP, so each current token can find its match among the future tokens before the decoder reads them.
+Blocks (pre-norm): self-attention over waypoints, cross-attention to the (1 + F) K visual tokens, MLP.
 Output: LayerNorm + Linear -> [B, T, 2], the diffusion target (clean normalised trajectory for
 ``prediction_type="sample"``, the noise for ``"epsilon"``). The scheduler lives outside.
 """
@@ -119,34 +119,38 @@ class TokenMatcher(nn.Module):
         grid: (cameras, rows, cols) of the token layout (K = cameras * rows * cols, camera-major).
     """
 
-    def __init__(self, vision_size: int, width: int, heads: int, grid: tuple[int, int, int]) -> None:
+    def __init__(self, vision_size: int, width: int, heads: int, grid: tuple[int, int, int], num_frames: int = 1) -> None:
         super().__init__()
         self.heads = heads
         self.grid = grid
+        self.num_frames = num_frames
         self.head_size = max(16, vision_size // heads)
         self.norm = nn.LayerNorm(vision_size)
         self.proj = nn.Linear(vision_size, heads * self.head_size)  # shared by both frames
         self.log_scale = nn.Parameter(torch.zeros(heads))  # learned sharpness of each head's softmax
         self.register_buffer("coords", grid_coordinates(grid[1], grid[2]), persistent=False)  # [P, 2]
-        self.out = nn.Sequential(nn.Linear(3 * heads, width), nn.GELU(), nn.Linear(width, width))
+        self.out = nn.Sequential(nn.Linear(3 * heads * num_frames, width), nn.GELU(), nn.Linear(width, width))
 
     def forward(self, current: torch.Tensor, future: torch.Tensor) -> torch.Tensor:
-        """current, future: [B, K, D] -> [B, K, width] features of each current token's match."""
+        """current [B, K, D], future [B, F K, D] (frame-major) -> [B, K, width] features of each
+        current token's matches in the F future frames."""
         b, k, d = current.shape
         n_cam, rows, cols = self.grid
-        p, h, e = rows * cols, self.heads, self.head_size
+        p, h, e, nf = rows * cols, self.heads, self.head_size, self.num_frames
 
-        def project(x: torch.Tensor) -> torch.Tensor:
-            y = self.proj(self.norm(x)).view(b * n_cam, p, h, e).transpose(1, 2)  # [B N, h, P, e]
+        def project(x: torch.Tensor, frames: int) -> torch.Tensor:
+            y = self.proj(self.norm(x)).view(b * frames * n_cam, p, h, e).transpose(1, 2)  # [B F N, h, P, e]
             return F.normalize(y, dim=-1)
 
-        q, f = project(current), project(future)
-        scale = torch.exp(self.log_scale).view(1, h, 1, 1) * math.sqrt(e)
-        weights = torch.softmax(scale * (q @ f.transpose(-1, -2)), dim=-1)  # [B N, h, P, P]
+        q = project(current, 1).view(b, 1, n_cam, h, p, e)
+        f = project(future, nf).view(b, nf, n_cam, h, p, e)
+        scale = torch.exp(self.log_scale).view(1, 1, 1, h, 1, 1) * math.sqrt(e)
+        weights = torch.softmax(scale * (q @ f.transpose(-1, -2)), dim=-1)  # [B, F, N, h, P, P]
         coords = self.coords.to(weights.dtype)
-        displacement = weights @ coords - coords  # [B N, h, P, 2], patches
-        peak = weights.amax(dim=-1, keepdim=True)  # [B N, h, P, 1]
-        feats = torch.cat([displacement, peak], dim=-1).permute(0, 2, 1, 3).reshape(b, k, 3 * h)  # [B, K, 3h]
+        displacement = weights @ coords - coords  # [B, F, N, h, P, 2], patches
+        peak = weights.amax(dim=-1, keepdim=True)  # [B, F, N, h, P, 1]
+        feats = torch.cat([displacement, peak], dim=-1)  # [B, F, N, h, P, 3]
+        feats = feats.permute(0, 2, 4, 1, 3, 5).reshape(b, k, nf * h * 3)  # [B, K, 3 h F]
         return self.out(feats)  # [B, K, width]
 
 
@@ -159,6 +163,7 @@ class IKNet(nn.Module):
         num_tokens: K, tokens per frame.
         num_waypoints: T.
         token_grid: (cameras, rows, cols) of the K tokens (needed when ``config.flow_heads`` > 0).
+        num_future_frames: F, future frames read (the future tokens are [B, F K, D], frame-major).
     """
 
     def __init__(
@@ -168,9 +173,13 @@ class IKNet(nn.Module):
         num_tokens: int,
         num_waypoints: int,
         token_grid: tuple[int, int, int] | None = None,
+        num_future_frames: int = 1,
     ) -> None:
         super().__init__()
+        if num_future_frames < 1:
+            raise ValueError(f"num_future_frames: must be >= 1, got {num_future_frames}")
         self.config = config
+        self.num_future_frames = int(num_future_frames)
         self.vision_size = vision_size
         self.num_tokens = num_tokens
         self.num_waypoints = num_waypoints
@@ -181,12 +190,12 @@ class IKNet(nn.Module):
         self.memory_norm_in = nn.LayerNorm(vision_size)
         self.memory_in = nn.Linear(vision_size, width)
         self.token_position_embedding = nn.Parameter(torch.empty(num_tokens, width))
-        self.type_embedding = nn.Embedding(2, width)
+        self.type_embedding = nn.Embedding(1 + self.num_future_frames, width)
         self.matcher: TokenMatcher | None = None
         if config.flow_heads > 0:
             if token_grid is None or token_grid[0] * token_grid[1] * token_grid[2] != num_tokens:
                 raise ValueError(f"token_grid: {token_grid} does not lay out num_tokens={num_tokens} (flow_heads > 0 needs it)")
-            self.matcher = TokenMatcher(vision_size, width, config.flow_heads, tuple(token_grid))
+            self.matcher = TokenMatcher(vision_size, width, config.flow_heads, tuple(token_grid), self.num_future_frames)
         self.memory_blocks = nn.ModuleList(
             MemoryBlock(width, config.num_heads, config.mlp_ratio, config.dropout) for _ in range(config.memory_layers)
         )
@@ -200,30 +209,33 @@ class IKNet(nn.Module):
             nn.init.normal_(p, std=0.02)
 
     def encode_memory(self, current_tokens: torch.Tensor, future_tokens: torch.Tensor) -> torch.Tensor:
-        """The cross-attention memory [B, 2K, W] from current and future tokens [B, K, D_vision].
+        """The cross-attention memory [B, (1 + F) K, W] from current tokens [B, K, D_vision] and
+        future tokens [B, F K, D_vision] (frame-major).
 
         It does not depend on the noisy trajectory or the timestep, so a sampling loop computes it
         once and reuses it for every denoising step.
         """
-        expected = (self.num_tokens, self.vision_size)
-        for name, t in (("current_tokens", current_tokens), ("future_tokens", future_tokens)):
-            if t.ndim != 3 or tuple(t.shape[1:]) != expected:
-                raise ValueError(f"{name}: expected [B, K={expected[0]}, D={expected[1]}], got {tuple(t.shape)}")
+        k, d, nf = self.num_tokens, self.vision_size, self.num_future_frames
+        if current_tokens.ndim != 3 or tuple(current_tokens.shape[1:]) != (k, d):
+            raise ValueError(f"current_tokens: expected [B, K={k}, D={d}], got {tuple(current_tokens.shape)}")
+        if future_tokens.ndim != 3 or tuple(future_tokens.shape[1:]) != (nf * k, d):
+            raise ValueError(f"future_tokens: expected [B, F*K={nf}*{k}, D={d}], got {tuple(future_tokens.shape)}")
         if current_tokens.shape[0] != future_tokens.shape[0]:
             raise ValueError(
                 f"current_tokens/future_tokens: batch sizes differ ({current_tokens.shape[0]} vs {future_tokens.shape[0]})"
             )
         dtype = self.memory_in.weight.dtype
-        frames = torch.stack([current_tokens, future_tokens], dim=1).to(dtype)  # [B, 2, K, D]
-        mem = self.memory_in(self.memory_norm_in(frames))  # [B, 2, K, W]
+        b = current_tokens.shape[0]
+        frames = torch.cat([current_tokens[:, None], future_tokens.view(b, nf, k, d)], dim=1).to(dtype)  # [B, 1+F, K, D]
+        mem = self.memory_in(self.memory_norm_in(frames))  # [B, 1+F, K, W]
         mem = mem + self.token_position_embedding[None, None] + self.type_embedding.weight[None, :, None]
         if self.matcher is not None:
             flow = self.matcher(current_tokens.to(dtype), future_tokens.to(dtype))  # [B, K, W]
             mem = torch.cat([mem[:, :1] + flow[:, None], mem[:, 1:]], dim=1)  # current entries carry the match
-        mem = mem.flatten(1, 2)  # [B, 2K, W]
+        mem = mem.flatten(1, 2)  # [B, (1+F) K, W]
         for block in self.memory_blocks:
             mem = block(mem)
-        return self.memory_norm(mem)  # [B, 2K, W]
+        return self.memory_norm(mem)  # [B, (1+F) K, W]
 
     def denoise(self, noisy_traj: torch.Tensor, timestep: torch.Tensor, memory: torch.Tensor) -> torch.Tensor:
         """One network evaluation given a precomputed memory (see :meth:`encode_memory`).
@@ -231,7 +243,7 @@ class IKNet(nn.Module):
         Args:
             noisy_traj: [B, T, 2] normalised noisy waypoints x_t.
             timestep: int [B] or scalar diffusion step t.
-            memory: [B, 2K, W] from :meth:`encode_memory`.
+            memory: [B, (1 + F) K, W] from :meth:`encode_memory`.
         Returns:
             [B, T, 2] prediction of the configured target (clean sample or noise).
         """
@@ -261,5 +273,5 @@ class IKNet(nn.Module):
         current_tokens: torch.Tensor,
         future_tokens: torch.Tensor,
     ) -> torch.Tensor:
-        """[B, T, 2] prediction from noisy waypoints, timestep and the two token grids [B, K, D]."""
+        """[B, T, 2] prediction from noisy waypoints, timestep, current [B, K, D] and future [B, F K, D] tokens."""
         return self.denoise(noisy_traj, timestep, self.encode_memory(current_tokens, future_tokens))

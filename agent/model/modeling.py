@@ -3,8 +3,9 @@
 Training objective (one batch, B samples)::
 
     z_t     = E(I_t)                      current tokens          [B, K, D]
-    z_{t+h} = sg(E(I_{t+h}))              future target tokens    [B, K, D]  (stop-gradient)
-    z^_{t+h} = VLA(prompt, z_t)           predicted future tokens [B, K, D]
+    z_{t+h} = sg(E(I_{t+h}))              future target tokens    [B, F K, D]  (stop-gradient; one
+                                          frame per horizon h in future.horizons_s, frame-major)
+    z^_{t+h} = VLA(prompt, z_t)           predicted future tokens [B, F K, D]
     L_future = MSE or 1 - cos(z^_{t+h}, z_{t+h})
     c       = teacher forcing: z_{t+h}, sg(z^_{t+h}) or a per-sample mix
     x_0     = normalise(trajectory);  x_k = sqrt(a_k) x_0 + sqrt(1 - a_k) eps,  k ~ U{0..N-1}
@@ -12,6 +13,8 @@ Training objective (one batch, B samples)::
     L       = w_future * L_future + w_traj * L_traj
 
 The stop-gradients on the IK net's conditioning mean the trajectory loss trains the IK net only.
+With a frozen encoder the batch may carry the cached tokens (``visual_tokens``, ``future_tokens``)
+instead of the images; the loss is the same.
 """
 
 from __future__ import annotations
@@ -43,7 +46,7 @@ class IKDriveModel(DrivingModelBase):
     """Vision encoder + future-state VLA + IK net + trajectory normaliser.
 
     Submodules: ``vision`` [B, N_cam, 3, H, W] -> [B, K, D_vision]; ``vla`` (prompt, current tokens)
-    -> predicted future tokens [B, K, D_vision]; ``ik_net`` (noisy trajectory, timestep, current,
+    -> predicted future tokens [B, F K, D_vision]; ``ik_net`` (noisy trajectory, timestep, current,
     future tokens) -> [B, T, 2]; ``normalizer``. Inference lives in :class:`IKDrivePipeline`.
     """
 
@@ -58,30 +61,45 @@ class IKDriveModel(DrivingModelBase):
     ) -> None:
         super().__init__(config, tokenizer, vision_backbone=vision_backbone)
         d_vision, k = config.vision.hidden_size, config.vision.tokens_per_frame
-        self.vla = FutureStatePredictor(config.llm, d_vision, k, llm=llm_backbone)
+        frames = config.future.num_frames
+        self.vla = FutureStatePredictor(config.llm, d_vision, k * frames, llm=llm_backbone)
         grid = (config.vision.num_cameras, *config.vision.grid_size)
-        self.ik_net = IKNet(config.ik_net, d_vision, k, config.trajectory.num_waypoints, token_grid=grid)
+        self.ik_net = IKNet(config.ik_net, d_vision, k, config.trajectory.num_waypoints, token_grid=grid,
+                            num_future_frames=frames)
         self.train_scheduler = build_train_scheduler(config.ik_net)
 
     def encode_frames(self, images: torch.Tensor, future_images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Current tokens (with gradient where the encoder trains) and stop-gradient future tokens.
+        """Current tokens [B, K, D] (with gradient where the encoder trains) and stop-gradient future
+        tokens [B, F K, D] of future images [B, F, N_cam, 3, H, W] ([B, N_cam, 3, H, W]: F = 1).
 
         The future tokens are always computed with the backbone in eval mode and without autograd.
         """
         b = images.shape[0]
+        if future_images.ndim == images.ndim:
+            future_images = future_images[:, None]
+        flat_future = future_images.flatten(0, 1)  # [B F, N_cam, 3, H, W]
         if self.vision.frozen:
-            tokens = self.vision(torch.cat([images, future_images], dim=0))  # [2B, K, D], one pass
-            return tokens[:b], tokens[b:].detach()
+            tokens = self.vision(torch.cat([images, flat_future], dim=0))  # [B + B F, K, D], one pass
+            return tokens[:b], tokens[b:].reshape(b, -1, tokens.shape[-1]).detach()
         current = self.vision(images)  # [B, K, D]
         backbone = self.vision.backbone
         was_training = backbone.training
         try:
             backbone.eval()  # the target is the deterministic encoder output (no RoPE jitter, no drop-path)
             with torch.no_grad():
-                target = self.vision(future_images)  # [B, K, D], no graph at all
+                target = self.vision(flat_future)  # [B F, K, D], no graph at all
         finally:
             backbone.train(was_training)
-        return current, target
+        return current, target.reshape(b, -1, target.shape[-1])
+
+    def batch_tokens(self, batch: TrainingBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        """(current [B, K, D], future target [B, F K, D]) of a batch: its cached tokens when it
+        carries them (frozen encoder only), else :meth:`encode_frames` of its images."""
+        if batch.visual_tokens is not None and batch.future_tokens is not None:
+            if not self.vision.frozen:
+                raise ValueError("visual_tokens / future_tokens: precomputed tokens need a frozen vision encoder")
+            return batch.visual_tokens, batch.future_tokens.flatten(1, 2).detach()
+        return self.encode_frames(batch.images, batch.future_images)
 
     def teacher_forced_future(
         self, target: torch.Tensor, predicted: torch.Tensor, generator: torch.Generator | None
@@ -100,7 +118,7 @@ class IKDriveModel(DrivingModelBase):
             use_gt = torch.zeros(b, dtype=torch.bool, device=target.device)
         else:
             use_gt = random_uniform((b,), generator, target.device) < cfg.teacher_forcing_gt_prob
-        chosen = torch.where(use_gt[:, None, None], target.detach(), predicted.detach())  # [B, K, D]
+        chosen = torch.where(use_gt[:, None, None], target.detach(), predicted.detach())  # [B, F K, D]
         return chosen, use_gt.float()
 
     def compute_loss(self, batch: TrainingBatch, generator: torch.Generator | None = None) -> LossOutput:
@@ -109,17 +127,18 @@ class IKDriveModel(DrivingModelBase):
         ``generator`` draws the diffusion noise, the timesteps and the teacher-forcing coin flips.
         """
         cfg = self.config
-        batch.validate_batch(cfg.num_cameras, cfg.image_size, cfg.num_waypoints, need_future=True)
+        batch.validate_batch(cfg.num_cameras, cfg.image_size, cfg.num_waypoints, need_future=True,
+                             num_future_frames=cfg.future.num_frames, token_shape=self.token_shape)
         self._require_fitted_normalizer()
         batch = batch.to(self.device)
         b = batch.batch_size
 
-        current, target = self.encode_frames(batch.images, batch.future_images)  # [B, K, D] each
+        current, target = self.batch_tokens(batch)  # [B, K, D], [B, F K, D]
         input_ids, attention_mask = self.tokenize(batch)
-        predicted = self.vla(input_ids, attention_mask, current)  # [B, K, D]
+        predicted = self.vla(input_ids, attention_mask, current)  # [B, F K, D]
         loss_future = future_state_loss(predicted, target, cfg.future.loss)
 
-        condition, gt_flags = self.teacher_forced_future(target, predicted, generator)  # [B, K, D], [B]
+        condition, gt_flags = self.teacher_forced_future(target, predicted, generator)  # [B, F K, D], [B]
         x0 = self.normalizer.normalize(batch.trajectory)  # [B, T, 2]
         noise = random_normal(tuple(x0.shape), generator, x0.device)
         steps = random_timesteps(b, cfg.ik_net.num_train_timesteps, generator, x0.device)

@@ -81,7 +81,7 @@ class _PipelineBase:
     def _prepare(self, inputs: DrivingInputs) -> DrivingInputs:
         if not isinstance(inputs, DrivingInputs):
             raise TypeError(f"inputs: expected DrivingInputs, got {type(inputs).__name__}")
-        inputs.validate(self.config.num_cameras, self.config.image_size)
+        inputs.validate(self.config.num_cameras, self.config.image_size, self.model.token_shape)
         return inputs.to(self.device)
 
     def __call__(
@@ -131,10 +131,10 @@ class IKDrivePipeline(_PipelineBase):
         steps = self._steps(num_inference_steps)
         watch = _Stopwatch(self.device)
         inputs = self._prepare(inputs)
-        current = model.vision(inputs.images)  # [B, K, D]
+        current = model.current_tokens(inputs)  # [B, K, D]
         watch.mark("encoder")
         input_ids, attention_mask = model.tokenize(inputs)
-        future = model.vla(input_ids, attention_mask, current)  # [B, K, D]
+        future = model.vla(input_ids, attention_mask, current)  # [B, F K, D]
         watch.mark("vla")
         trajectory = self._decode(current, future, steps, generator, num_samples)  # [B, T, 2]
         watch.mark("ik_net")
@@ -149,7 +149,7 @@ class IKDrivePipeline(_PipelineBase):
         num_samples: int = 1,
     ) -> torch.Tensor:
         """The IK net alone: trajectory [B, T, 2] (m, ego frame) from given current and future
-        tokens ([B, K, D] each), e.g. to plan with other future tokens than the VLA's."""
+        tokens ([B, K, D] and [B, F K, D]), e.g. to plan with other future tokens than the VLA's."""
         with torch.inference_mode():
             return self._decode(current_tokens, future_tokens, self._steps(num_inference_steps), generator,
                                 _check_samples(num_samples))
@@ -162,9 +162,9 @@ class IKDrivePipeline(_PipelineBase):
     def _decode(self, current, future, steps, generator, num_samples) -> torch.Tensor:
         ik_net = self.model.ik_net
         batch = current.shape[0]
-        memory = ik_net.encode_memory(current, future)  # [B, 2K, W], shared by all steps
+        memory = ik_net.encode_memory(current, future)  # [B, (1+F) K, W], shared by all steps
         if num_samples > 1:
-            memory = memory.repeat_interleave(num_samples, dim=0)  # [B S, 2K, W]
+            memory = memory.repeat_interleave(num_samples, dim=0)  # [B S, (1+F) K, W]
         shape = (batch * num_samples, self.config.num_waypoints, 2)
         x0 = ddim_sample(
             lambda x, t: ik_net.denoise(x, t, memory), self.scheduler, shape, steps, generator, self.device
@@ -192,7 +192,7 @@ class ShortcutPipeline(_PipelineBase):
         model = self.model
         watch = _Stopwatch(self.device)
         inputs = self._prepare(inputs)
-        current = model.vision(inputs.images)  # [B, K, D]
+        current = model.current_tokens(inputs)  # [B, K, D]
         watch.mark("encoder")
         input_ids, attention_mask = model.tokenize(inputs)
         hidden = model.vla(input_ids, attention_mask, current)  # [B, T, D_llm]

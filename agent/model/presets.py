@@ -82,7 +82,8 @@ class PresetOverrides:
     model_type: "ik_drive" (default) or "shortcut". num_cameras, image_size (H, W): camera rig.
     patch_size: vision patch size (``tiny`` only; the 0.5b presets keep DINOv3's 16).
     num_waypoints, waypoint_dt: trajectory. num_inference_steps, prediction_type, teacher_forcing,
-    teacher_forcing_gt_prob, ik_memory_layers, ik_flow_heads: IK net. future_horizon_s, future_loss: future state. freeze_vision:
+    teacher_forcing_gt_prob, ik_memory_layers, ik_flow_heads: IK net. future_horizons_s (several
+    future frames) or future_horizon_s (one), future_loss: future state. freeze_vision:
     freeze the DINOv3 weights.
     """
 
@@ -99,6 +100,7 @@ class PresetOverrides:
     ik_memory_layers: int | None = None
     ik_flow_heads: int | None = None
     future_horizon_s: float | None = None
+    future_horizons_s: tuple[float, ...] | None = None
     future_loss: str | None = None
     freeze_vision: bool | None = None
     projector: str | None = None
@@ -140,9 +142,15 @@ def _compose(
         memory_layers=_pick(o.ik_memory_layers, ik_net.memory_layers),
         flow_heads=_pick(o.ik_flow_heads, ik_net.flow_heads),
     )
+    if o.future_horizons_s is not None and o.future_horizon_s is not None:
+        raise ValueError("future_horizons_s / future_horizon_s: give one of the two")
+    if o.future_horizons_s is not None:
+        horizons = tuple(float(h) for h in o.future_horizons_s)
+    else:
+        horizons = (float(_pick(o.future_horizon_s, trajectory.horizon_s)),)
     future = FutureStateConfig(
-        num_queries=vision.tokens_per_frame,
-        horizon_s=_pick(o.future_horizon_s, trajectory.horizon_s),
+        num_queries=vision.tokens_per_frame * len(horizons),
+        horizons_s=horizons,
         loss=_pick(o.future_loss, "mse"),
     )
     return IKDriveConfig(vision=vision, llm=llm, ik_net=ik_net, trajectory=trajectory, future=future)

@@ -50,10 +50,11 @@ class ShortcutModel(DrivingModelBase):
     def compute_loss(self, batch: TrainingBatch, generator: torch.Generator | None = None) -> LossOutput:
         """Regression loss on normalised waypoints; ``generator`` is unused (no sampling)."""
         cfg = self.config
-        batch.validate_batch(cfg.num_cameras, cfg.image_size, cfg.num_waypoints, need_future=False)
+        batch.validate_batch(cfg.num_cameras, cfg.image_size, cfg.num_waypoints, need_future=False,
+                             token_shape=self.token_shape)
         self._require_fitted_normalizer()
         batch = batch.to(self.device)
-        current = self.vision(batch.images)  # [B, K, D]
+        current = self.current_tokens(batch)  # [B, K, D] (cached tokens when the batch carries them)
         predicted = self.predict_normalized(batch, current)  # [B, T, 2]
         target = self.normalizer.normalize(batch.trajectory)  # [B, T, 2]
         if cfg.head.loss == "l1":
