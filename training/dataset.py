@@ -158,6 +158,11 @@ class DrivingDataset(torch.utils.data.Dataset):
         if tokens is not None and len(tokens) != len(self.episodes):
             raise ValueError(f"tokens: the cache holds {len(tokens)} episodes, the dataset {len(self.episodes)}")
         self.ground_truth = ground_truth
+        if ground_truth:
+            missing = [str(ep.path) for ep in self.episodes if not {"depth", "semantic"} <= set(ep.meta.ground_truth)]
+            if missing:
+                raise ValueError(f"ground truth: {len(missing)} episodes were recorded without depth / semantic "
+                                 f"ground truth (collect with --ground-truth), e.g. {missing[0]}")
         self.with_future = with_future
         self.preprocess = preprocess
         self.cache_images = cache_images

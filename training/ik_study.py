@@ -111,7 +111,7 @@ def run_study(encoder_dir: str, train_dirs: Sequence[str], val_dir: str, horizon
         torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
         opt.step()
         if step % 250 == 0 or step == steps - 1:
-            log(f"step {step} loss {float(loss):.4f}")
+            log(f"step {step} loss {float(loss.detach()):.4f}")
     train_s = time.perf_counter() - t1
 
     net.eval()

@@ -46,6 +46,22 @@ def render_topdown(ego_xy: np.ndarray, ego_yaw: float, boxes: np.ndarray, size: 
     return img
 
 
+# CARLA semantic tags of the synthetic render's colours, and their depth below a camera 20 m up.
+_GROUND_TRUTH = {(40, 120, 40): (10, 20.0), (90, 90, 90): (1, 20.0), (230, 230, 230): (24, 20.0),
+                 (40, 60, 200): (14, 18.5), (200, 40, 40): (14, 18.5)}
+
+
+def topdown_ground_truth(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(depth [H, W] float32 m, semantic [H, W] uint8 CARLA tags) of a :func:`render_topdown` image
+    (terrain, road, lane mark, vehicle), for tests of the dense pre-training targets."""
+    depth = np.full(image.shape[:2], 20.0, np.float32)
+    tags = np.zeros(image.shape[:2], np.uint8)
+    for colour, (tag, metres) in _GROUND_TRUTH.items():
+        hit = (image == np.array(colour, np.uint8)).all(axis=-1)
+        tags[hit], depth[hit] = tag, metres
+    return depth, tags
+
+
 def synthetic_episode(
     seed: int,
     num_ticks: int = 200,
@@ -73,13 +89,16 @@ def synthetic_episode(
         # Plan at this tick: constant acceleration extrapolation in the ego frame.
         tt = (np.arange(cfg.num_waypoints) + 1) * cfg.waypoint_dt
         plan = np.stack([speed * tt + 0.5 * acc_now * tt**2, np.zeros_like(tt)], -1)
-        images = {}
+        images, depth, semantic = {}, {}, {}
         if rec.is_kept(tick):
             images = {cam: render_topdown(np.array([x, y]), yaw, boxes, image_size, mpp) for cam in cfg.cameras}
+            if cfg.ground_truth:
+                for cam, img in images.items():
+                    depth[cam], semantic[cam] = topdown_ground_truth(img)
         rec.add(TickRecord(
             tick=tick, ego_xy=(x, y), ego_yaw=yaw, speed=speed, acceleration=acc_now, command=4,
             target_point=np.array([50.0, 0.0]), expert_plan=plan, control=(0.3, 0.0, 0.0),
-            perturbed=False, boxes=boxes, images=images,
+            perturbed=False, boxes=boxes, images=images, depth=depth, semantic=semantic,
         ))
         speed += acc_now * dt
         x += speed * dt
