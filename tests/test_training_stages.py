@@ -97,6 +97,7 @@ def test_make_weights_end_to_end_tiny(tmp_path):
     """collect -> pretrain -> IK -> shortcut -> weights/, with a short route and 2 steps per stage."""
     from agent.agent_config import load_agent_config
     from agent.model import load_pipeline
+    from training.config import PretrainConfig
     from training.make_weights import MakeWeightsConfig, StageSteps, run as make_weights
 
     routes = tmp_path / "r.xml"
@@ -107,13 +108,15 @@ def test_make_weights_end_to_end_tiny(tmp_path):
         work_dir=str(tmp_path / "work"), weights_dir=str(tmp_path / "weights"), train_routes=[str(routes)],
         val_routes=[str(routes)], train_repetitions=1, val_repetitions=1, backend="sandbox",
         workers=1, max_ticks=160, pretrain=steps, ik=steps, shortcut=steps, batch_size=4, eval_every=2,
-        max_val_frames=8, num_threads=1, model_overrides={"image_size": [32, 32]}, ik_num_samples=3,
+        max_val_frames=8, num_threads=1, ik_num_samples=3, rig="carla-3cam", ground_truth=True,
+        model_overrides={"num_cameras": 3, "image_size": [32, 48], "future_horizons_s": [1.0, 2.0]},
+        pretrain_targets=PretrainConfig(depth_weight=1.0, semantic_weight=0.5),
     )
     summary = make_weights(cfg, "test")
     for name, model_type in (("ik-tiny", "ik_drive"), ("shortcut-tiny", "shortcut")):
         folder = tmp_path / "weights" / name
         agent = load_agent_config(folder / "agent.yaml")
-        assert agent.model == folder.resolve() and agent.rig == "sandbox-bev"
+        assert agent.model == folder.resolve() and agent.rig == "carla-3cam"
         assert agent.num_samples == (3 if model_type == "ik_drive" else 1)
         assert load_pipeline(agent.model).config.model_type == model_type
         card = (folder / "README.md").read_text()
@@ -121,6 +124,7 @@ def test_make_weights_end_to_end_tiny(tmp_path):
         assert (folder / "training" / "val_log.csv").is_file()
         assert summary["results"][name]["size_mb"] < 50
     assert summary["manifests"]["train"]["frames"] == 80
+    assert "depth_log_l1" in summary["results"]["pretrain"]["last_val"]
 
 
 def test_real_model_resume_matches_uninterrupted_run(data_dir, tmp_path):

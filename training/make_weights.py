@@ -2,10 +2,14 @@
 
 Steps (each logged with its wall time; all outputs under ``work_dir``):
 
-1. collect expert data in the sandbox: training routes and held-out validation routes
-   (``training.collection``; perturbations on the training runs only);
-2. stage (a): pre-train the tiny vision encoder (image reconstruction), then freeze it;
-3. stage (b): train the IK model (future-state loss + IK net) on the frozen encoder;
+1. collect expert data in the sandbox with the agent's rig (``rig``, default ``carla-3cam``):
+   the hand-written training routes and the held-out validation routes with depth and semantic
+   ground truth, and generated training suites of the bench kinds (``generated_train_suites``:
+   indices k of ``carla_eval.sandbox.make_routes.training_seed(k)``, a seed range no evaluation
+   suite uses); perturbations on the training runs only (``training.collection``);
+2. stage (a): pre-train the tiny vision encoder (image reconstruction plus, with ground truth, depth
+   and semantic targets), then freeze it;
+3. stage (b): train the IK model (future-state loss + IK net) on the frozen encoder's cached tokens;
 4. stage (b): train the shortcut baseline on the same data and the same frozen encoder;
 5. copy both models into ``weights_dir``/ik-tiny and ``weights_dir``/shortcut-tiny with their
    ``agent.yaml``, training logs and a model card (README.md) holding the data, the command lines,
@@ -55,10 +59,14 @@ class MakeWeightsConfig:
 
     work_dir: str = "runs/make_weights"
     weights_dir: str = "weights"
+    rig: str = "carla-3cam"
     train_routes: list[str] = field(default_factory=lambda: ["training/routes/train.xml"])
     val_routes: list[str] = field(default_factory=lambda: ["training/routes/val.xml"])
+    generated_train_suites: list[int] = field(default_factory=list)
     train_repetitions: int = 2
+    generated_repetitions: int = 1
     val_repetitions: int = 1
+    ground_truth: bool = True
     seed: int = 0
     backend: str = "sandbox"
     workers: int = 2
@@ -67,9 +75,12 @@ class MakeWeightsConfig:
     max_ticks: int | None = None
     image_format: str = "png"
     pretrain: StageSteps = field(default_factory=lambda: StageSteps(steps=600, lr=1e-3))
+    pretrain_targets: PretrainConfig = field(default_factory=PretrainConfig)
+    pretrain_max_frames: int | None = None
     ik: StageSteps = field(default_factory=lambda: StageSteps(steps=2000))
     shortcut: StageSteps = field(default_factory=lambda: StageSteps(steps=2000))
     batch_size: int = 16
+    token_cache: bool = True
     eval_every: int = 500
     max_val_frames: int = 256
     num_threads: int = 2
@@ -85,7 +96,7 @@ class MakeWeightsConfig:
 def quick(cfg: MakeWeightsConfig) -> MakeWeightsConfig:
     """A smoke-sized copy of ``cfg`` (minutes, for checking the pipeline end to end)."""
     return dataclasses.replace(
-        cfg, train_repetitions=1, val_repetitions=1, max_ticks=200,
+        cfg, train_repetitions=1, val_repetitions=1, max_ticks=200, generated_train_suites=[], pretrain_max_frames=None,
         pretrain=StageSteps(steps=20, lr=1e-3, warmup_steps=5), ik=StageSteps(steps=20, warmup_steps=5),
         shortcut=StageSteps(steps=20, warmup_steps=5), eval_every=20, max_val_frames=32,
     )
@@ -98,28 +109,63 @@ def load_make_weights_config(path: str | Path) -> MakeWeightsConfig:
     return from_dict(MakeWeightsConfig, data, where=str(path))
 
 
-def collect_stage(cfg: MakeWeightsConfig, routes: list[str], repetitions: int, out: Path, seed: int, noise: str) -> dict[str, Any]:
+COLLECT_AGENT_YAML = """\
+# Sensor decoding of the collected episodes: the agent's rig and settings (written by make_weights).
+model: .
+rig: {rig}
+lat_ref: 0.0
+lon_ref: 0.0
+acceleration_source: imu
+"""
+
+
+def collect_stage(cfg: MakeWeightsConfig, routes: list[str], repetitions: int, out: Path, seed: int, noise: str,
+                  ground_truth: bool) -> dict[str, Any]:
     """Run one collection (skipping episodes that already exist); returns the manifest."""
+    from agent.rigs import get_rig
     from training.collection import CollectConfig, NoiseConfig, run_collection
     from training.recording import RecorderConfig
 
+    rig = get_rig(cfg.rig)
+    agent_yaml = Path(cfg.work_dir) / "collect_agent.yaml"
+    agent_yaml.parent.mkdir(parents=True, exist_ok=True)
+    agent_yaml.write_text(COLLECT_AGENT_YAML.format(rig=rig.name))
+    recorder = RecorderConfig(cameras=rig.camera_ids, frame_stride=cfg.frame_stride, image_format=cfg.image_format,
+                              ground_truth=ground_truth)
     ccfg = CollectConfig(
         routes=tuple(routes), out=str(out), backend=cfg.backend, repetitions=repetitions, seed=seed, workers=cfg.workers,
-        noise=NoiseConfig.parse(noise), recorder=RecorderConfig(frame_stride=cfg.frame_stride, image_format=cfg.image_format),
-        max_ticks=cfg.max_ticks,
+        noise=NoiseConfig.parse(noise), recorder=recorder, agent_config=str(agent_yaml), max_ticks=cfg.max_ticks,
     )
     return run_collection(ccfg)
 
 
+def generated_routes(cfg: MakeWeightsConfig) -> list[str]:
+    """Write the generated training suites (bench kinds, training seed range) into ``work_dir/routes``."""
+    from carla_eval.routes import write_routes_file
+    from carla_eval.sandbox.make_routes import bench_routes, training_seed
+
+    files = []
+    for k in cfg.generated_train_suites:
+        path = Path(cfg.work_dir) / "routes" / f"train_gen_{k}.xml"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_routes_file(bench_routes(training_seed(k)), path)
+        files.append(str(path))
+    return files
+
+
 def stage_config(cfg: MakeWeightsConfig, stage: str, kind: str, steps: StageSteps, data: Path, out: Path,
                  encoder: Path | None) -> TrainConfig:
+    pretrain = stage == "pretrain_encoder"
+    extra = [str(data / "train_gen")] if cfg.generated_train_suites and not pretrain else []
     return TrainConfig(
         stage=stage,  # type: ignore[arg-type]
-        data=DataConfig(train_dir=str(data / "train"), val_dir=str(data / "val"), max_val_frames=cfg.max_val_frames),
+        data=DataConfig(train_dir=str(data / "train"), extra_train_dirs=extra, val_dir=str(data / "val"),
+                        max_val_frames=cfg.max_val_frames, token_cache=cfg.token_cache and not pretrain,
+                        max_train_frames=cfg.pretrain_max_frames if pretrain else None),
         model=ModelConfig(kind=kind, overrides=dict(cfg.model_overrides),  # type: ignore[arg-type]
                           encoder_from=str(encoder) if encoder else None, freeze_encoder=True),
         optim=OptimConfig(lr=steps.lr, warmup_steps=steps.warmup_steps, max_steps=steps.steps, batch_size=cfg.batch_size),
-        pretrain=PretrainConfig(),
+        pretrain=cfg.pretrain_targets if cfg.ground_truth else PretrainConfig(),
         log=LogConfig(output_dir=str(out), log_every=25, eval_every=cfg.eval_every, save_every=cfg.eval_every, keep_last=1),
         eval=EvalConfig(),
         seed=cfg.seed,
@@ -134,7 +180,7 @@ AGENT_YAML = """\
 model: .
 device: cpu
 num_threads: 1
-rig: sandbox-bev
+rig: {rig}
 planning_hz: 10.0
 num_inference_steps: null
 num_samples: {num_samples}
@@ -181,7 +227,17 @@ def install_weights(final_model: Path, run_dir: Path, dest: Path, card: str, age
 def model_card(name: str, kind: str, cfg: MakeWeightsConfig, manifests: dict[str, dict[str, Any]],
                timings: dict[str, float], results: dict[str, Any], params: dict[str, int], command: str) -> str:
     """The README.md of a shipped checkpoint (markdown)."""
+    from agent.rigs import get_rig
+
     tr, va = manifests["train"]["totals"], manifests["val"]["totals"]
+    cams = get_rig(cfg.rig).cameras
+    rig_text = f"{len(cams)} camera{'s' if len(cams) > 1 else ''} " + ", ".join(
+        f"{c.id} {c.width} x {c.height} yaw {c.yaw:g}" for c in cams)
+    horizons = ", ".join(f"{h:g}" for h in cfg.model_overrides.get("future_horizons_s", [3.0]))
+    gen = manifests.get("train_gen", {}).get("totals")
+    gen_text = "" if gen is None else (
+        f"\n- generated training suites (bench kinds, training seed range, suites {cfg.generated_train_suites}): "
+        f"{gen['episodes']} episodes, {gen['frames']} frames")
     val = results.get("last_val", {})
     metric_rows = "\n".join(f"| {k} | {v:.4g} |" for k, v in sorted(val.items()))
     what = ("IK-grounded VLA (vision encoder -> Qwen2-style VLA predicting the future visual tokens -> "
@@ -191,7 +247,7 @@ def model_card(name: str, kind: str, cfg: MakeWeightsConfig, manifests: dict[str
     return f"""# {name}
 
 A tiny {what}, trained from scratch on CPU on data from the embedded highway-env sandbox. It is a
-functional test-scale checkpoint for the sandbox (`sandbox-bev` rig: one 128 x 128 top-down camera),
+test-scale checkpoint for the sandbox (`{cfg.rig}` rig, {rig_text}),
 not a reproduction of the paper's results (Shim & Park, "Grounding Driving VLA via Inverse
 Kinematics", arXiv 2605.21061).
 
@@ -204,16 +260,16 @@ Parameters: {params.get('total', 0):,} ({', '.join(f'{k} {v:,}' for k, v in para
 
 ## Data
 Privileged sandbox expert with control perturbations (recovery data), recorded at 10 Hz; labels are
-the ego's actual future positions (6 waypoints, 0.5 s apart, ego frame), the future visual state is
-the camera frame 3 s later.
+the ego's actual future positions (6 waypoints, 0.5 s apart, ego frame); the future visual state is
+the camera frames {horizons} s later.
 - training: {tr['episodes']} episodes, {tr['frames']} frames ({tr['perturbed_frames']} with a perturbed control),
-  routes {', '.join(cfg.train_routes)} x {cfg.train_repetitions} repetitions, noise `{cfg.noise}`
+  routes {', '.join(cfg.train_routes)} x {cfg.train_repetitions} repetitions, noise `{cfg.noise}`{gen_text}
 - validation (held-out routes, no perturbation): {va['episodes']} episodes, {va['frames']} frames,
   routes {', '.join(cfg.val_routes)}
 - git revision at collection: {manifests['train'].get('git_revision')}
 
 ## Training
-1. encoder pre-training (image reconstruction from patch tokens): {cfg.pretrain.steps} steps, lr {cfg.pretrain.lr}
+1. encoder pre-training (image reconstruction{', depth and semantic targets' if cfg.ground_truth else ''} from patch tokens): {cfg.pretrain.steps} steps, lr {cfg.pretrain.lr}
 2. {'IK model' if kind == 'ik' else 'shortcut baseline'}: {(cfg.ik if kind == 'ik' else cfg.shortcut).steps} steps,
    batch {cfg.batch_size}, AdamW lr {(cfg.ik if kind == 'ik' else cfg.shortcut).lr}, cosine schedule, encoder frozen
 
@@ -251,11 +307,16 @@ def run(cfg: MakeWeightsConfig, command: str, resume: bool = False) -> dict[str,
     data = work / "data"
     timings: dict[str, float] = {}
     t = time.perf_counter()
+    splits = ["train", "val"] + (["train_gen"] if cfg.generated_train_suites else [])
     if not cfg.skip_collect:
-        collect_stage(cfg, cfg.train_routes, cfg.train_repetitions, data / "train", cfg.seed, cfg.noise)
-        collect_stage(cfg, cfg.val_routes, cfg.val_repetitions, data / "val", cfg.seed + 500_000, "none")
+        gt = cfg.ground_truth
+        collect_stage(cfg, cfg.val_routes, cfg.val_repetitions, data / "val", cfg.seed + 500_000, "none", gt)
+        collect_stage(cfg, cfg.train_routes, cfg.train_repetitions, data / "train", cfg.seed, cfg.noise, gt)
+        if cfg.generated_train_suites:
+            collect_stage(cfg, generated_routes(cfg), cfg.generated_repetitions, data / "train_gen", cfg.seed + 7_000_000,
+                          cfg.noise, False)
     timings["data collection"] = time.perf_counter() - t
-    manifests = {s: json.loads((data / s / "manifest.json").read_text()) for s in ("train", "val")}
+    manifests = {s: json.loads((data / s / "manifest.json").read_text()) for s in splits}
 
     t = time.perf_counter()
     again = "auto" if resume else None
@@ -278,7 +339,7 @@ def run(cfg: MakeWeightsConfig, command: str, resume: bool = False) -> dict[str,
         card = model_card(name, kind, cfg, manifests, shown, results[name], params, command)
         # the shortcut's regression head is deterministic: more draws would all be the same plan
         agent_yaml = AGENT_YAML.format(rel=f"{cfg.weights_dir}/{name}", acceleration_source="imu", reach=4.0, spacing=50.0,
-                                       num_samples=cfg.ik_num_samples if kind == "ik" else 1)
+                                       num_samples=cfg.ik_num_samples if kind == "ik" else 1, rig=cfg.rig)
         install_weights(Path(results[name]["final_model"]), work / name, Path(cfg.weights_dir) / name, card, agent_yaml)
         results[name]["size_mb"] = _dir_size_mb(Path(cfg.weights_dir) / name)
     summary = {"timings_s": timings, "results": results, "manifests": {k: v["totals"] for k, v in manifests.items()}}

@@ -11,6 +11,8 @@ Seeds: with base seed ``S`` (``--seed``), bench route ``n`` is drawn from seed `
 and the smoke routes from ``S + 1000 ... S + 1002``; a suite occupies the seeds ``[S, S + 1003)``.
 The default ``S = 20260524`` gives the committed suites. Fresh held-out suites of the same kinds
 use ``S = HELD_OUT_BASE + 10000 k`` (k = 0, 1, 2, ...), which never overlaps the published seeds.
+Training suites of the same kinds (``make weights``) use ``S = TRAINING_BASE + 10000 k``
+(40,000,000 + 10,000 k), a range no evaluation suite uses.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from carla_eval.sandbox.towns.racetrack import N_LANES as RACE_LANES
 BASE_SEED = 20260524  # the committed routes/sandbox suites
 SUITE_SEED_SPAN = 1003  # a suite with base seed S uses the seeds [S, S + SUITE_SEED_SPAN)
 HELD_OUT_BASE = 30000000  # fresh suites: HELD_OUT_BASE + 10000 k
+TRAINING_BASE = 40000000  # training suites: TRAINING_BASE + 10000 k (never an evaluation suite)
 MAX_BASE_SEED = 2**31 - 1 - SUITE_SEED_SPAN  # route seeds stay non-negative int32
 
 
@@ -246,6 +249,13 @@ def held_out_seed(k: int) -> int:
     if not isinstance(k, int) or k < 0:
         raise ValueError(f"held-out suite index must be an integer >= 0, got {k!r}")
     return check_base_seed(HELD_OUT_BASE + 10000 * k)
+
+
+def training_seed(k: int) -> int:
+    """Base seed of the k-th generated training suite (k >= 0); disjoint from every evaluation suite."""
+    if not isinstance(k, int) or isinstance(k, bool) or k < 0:
+        raise ValueError(f"training suite index must be an integer >= 0, got {k!r}")
+    return check_base_seed(TRAINING_BASE + 10000 * k)
 
 
 def bench_routes(base_seed: int = BASE_SEED) -> list[RouteConfig]:
