@@ -302,3 +302,19 @@ def test_several_future_frames_and_cached_tokens_give_the_same_loss():
         model.compute_loss(TrainingBatch(images=None, visual_tokens=tokens, future_tokens=future_tokens[:, :2], **common))
     with pytest.raises(ValueError, match="future_images"):
         model.compute_loss(TrainingBatch(images=images, future_images=future[:, :2], **common))
+
+
+def test_precomputed_memory_keys_values_give_the_same_prediction():
+    model = build_preset("tiny", seed=0, future_horizons_s=(1.0, 3.0))
+    net = model.ik_net.eval()
+    g = torch.Generator().manual_seed(0)
+    k, d = model.token_shape
+    cur, fut = torch.randn(2, k, d, generator=g), torch.randn(2, 2 * k, d, generator=g)
+    memory = net.encode_memory(cur, fut)
+    x = torch.randn(6, 6, 2, generator=g)
+    t = torch.tensor([10, 10, 10, 500, 500, 500])
+    plain = net.denoise(x, t, memory.repeat_interleave(3, dim=0))
+    cached = net.denoise(x, t, None, memory_kv=net.memory_keys_values(memory, repeats=3))
+    assert torch.allclose(plain, cached, atol=1e-5)
+    with pytest.raises(ValueError, match="memory_kv"):
+        net.denoise(x[:2], t[:2], None, memory_kv=net.memory_keys_values(memory, repeats=3))

@@ -55,12 +55,20 @@ class Attention(nn.Module):
         self.out = nn.Linear(width, width)
         self.dropout = dropout
 
-    def forward(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+    def keys_values(self, context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Keys and values [B, h, M, w/h] of a context [B, M, w] (reusable while the context is fixed)."""
+        b, m, w = context.shape
+        h = self.num_heads
+        k, v = self.kv(context).view(b, m, 2, h, w // h).permute(2, 0, 3, 1, 4)  # 2 x [B, h, M, w/h]
+        return k, v
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor | None,
+                kv: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        """Attention of ``x`` [B, N, w] to ``context`` [B, M, w], or to precomputed ``kv``."""
         b, n, w = x.shape
-        m = context.shape[1]
         h = self.num_heads
         q = self.q(x).view(b, n, h, w // h).transpose(1, 2)  # [B, h, N, w/h]
-        k, v = self.kv(context).view(b, m, 2, h, w // h).permute(2, 0, 3, 1, 4)  # 2 x [B, h, M, w/h]
+        k, v = kv if kv is not None else self.keys_values(context)
         p = self.dropout if self.training else 0.0
         y = F.scaled_dot_product_attention(q, k, v, dropout_p=p)  # [B, h, N, w/h]
         return self.out(y.transpose(1, 2).reshape(b, n, w))  # [B, N, w]
@@ -82,10 +90,11 @@ class IKNetBlock(nn.Module):
         self.norm_mlp = nn.LayerNorm(width)
         self.mlp = feed_forward(width, mlp_ratio, dropout)
 
-    def forward(self, x: torch.Tensor, memory: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, memory: torch.Tensor | None,
+                kv: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
         y = self.norm_self(x)
         x = x + self.self_attn(y, y)  # waypoints attend to each other
-        x = x + self.cross_attn(self.norm_cross(x), memory)  # waypoints read the two frames
+        x = x + self.cross_attn(self.norm_cross(x), memory, kv)  # waypoints read the frames
         return x + self.mlp(self.norm_mlp(x))
 
 
@@ -237,20 +246,39 @@ class IKNet(nn.Module):
             mem = block(mem)
         return self.memory_norm(mem)  # [B, (1+F) K, W]
 
-    def denoise(self, noisy_traj: torch.Tensor, timestep: torch.Tensor, memory: torch.Tensor) -> torch.Tensor:
+    def memory_keys_values(self, memory: torch.Tensor, repeats: int = 1) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Every block's cross-attention keys and values of ``memory`` [B, M, W], each
+        [B * repeats, h, M, W/h] (every batch element repeated ``repeats`` times, as
+        ``repeat_interleave``): computed once per plan and reused by every denoising step and draw."""
+        out = []
+        for block in self.blocks:
+            k, v = block.cross_attn.keys_values(memory)
+            if repeats > 1:
+                k, v = k.repeat_interleave(repeats, dim=0), v.repeat_interleave(repeats, dim=0)
+            out.append((k, v))
+        return out
+
+    def denoise(self, noisy_traj: torch.Tensor, timestep: torch.Tensor, memory: torch.Tensor | None,
+                memory_kv: list[tuple[torch.Tensor, torch.Tensor]] | None = None) -> torch.Tensor:
         """One network evaluation given a precomputed memory (see :meth:`encode_memory`).
 
         Args:
             noisy_traj: [B, T, 2] normalised noisy waypoints x_t.
             timestep: int [B] or scalar diffusion step t.
-            memory: [B, (1 + F) K, W] from :meth:`encode_memory`.
+            memory: [B, (1 + F) K, W] from :meth:`encode_memory` (may be None with ``memory_kv``).
+            memory_kv: the blocks' keys and values of the memory (:meth:`memory_keys_values`),
+                the same result without recomputing them.
         Returns:
             [B, T, 2] prediction of the configured target (clean sample or noise).
         """
         b = noisy_traj.shape[0]
         if noisy_traj.ndim != 3 or tuple(noisy_traj.shape[1:]) != (self.num_waypoints, 2):
             raise ValueError(f"noisy_traj: expected [B, T={self.num_waypoints}, 2], got {tuple(noisy_traj.shape)}")
-        if memory.shape[0] != b:
+        if memory_kv is None and memory is None:
+            raise ValueError("memory: None, and no memory_kv were given instead")
+        if memory_kv is not None and (len(memory_kv) != len(self.blocks) or memory_kv[0][0].shape[0] != b):
+            raise ValueError(f"memory_kv: expected {len(self.blocks)} (keys, values) of batch {b}")
+        if memory_kv is None and memory.shape[0] != b:
             raise ValueError(f"memory: batch {memory.shape[0]} does not match noisy_traj batch {b}")
         timestep = torch.as_tensor(timestep, device=noisy_traj.device)
         if timestep.ndim == 0:
@@ -262,8 +290,8 @@ class IKNet(nn.Module):
         t_emb = self.time_mlp(timestep_embedding(timestep, width).to(dtype))  # [B, W]
         x = self.traj_in(noisy_traj.to(dtype))  # [B, T, W]
         x = x + self.waypoint_embedding[None] + t_emb[:, None, :]  # [B, T, W]
-        for block in self.blocks:
-            x = block(x, memory)  # [B, T, W]
+        for j, block in enumerate(self.blocks):
+            x = block(x, memory, None if memory_kv is None else memory_kv[j])  # [B, T, W]
         return self.out(self.norm_out(x)).float()  # [B, T, 2]
 
     def forward(

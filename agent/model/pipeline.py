@@ -163,11 +163,10 @@ class IKDrivePipeline(_PipelineBase):
         ik_net = self.model.ik_net
         batch = current.shape[0]
         memory = ik_net.encode_memory(current, future)  # [B, (1+F) K, W], shared by all steps
-        if num_samples > 1:
-            memory = memory.repeat_interleave(num_samples, dim=0)  # [B S, (1+F) K, W]
+        kv = ik_net.memory_keys_values(memory, repeats=num_samples)  # per block [B S, h, (1+F) K, W/h]
         shape = (batch * num_samples, self.config.num_waypoints, 2)
         x0 = ddim_sample(
-            lambda x, t: ik_net.denoise(x, t, memory), self.scheduler, shape, steps, generator, self.device
+            lambda x, t: ik_net.denoise(x, t, None, memory_kv=kv), self.scheduler, shape, steps, generator, self.device
         )  # [B S, T, 2] normalised
         samples = self.model.normalizer.unnormalize(x0)  # [B S, T, 2] m, ego frame
         return samples.view(batch, num_samples, *samples.shape[1:]).mean(dim=1)  # [B, T, 2]
