@@ -99,7 +99,9 @@ def run(args: argparse.Namespace) -> int:
         s = results[label].summary
         print(f"{label}: " + ", ".join(f"{v} L2@3s={s[v]['mean_l2_3s']:.3f}" for v in s))
     example, _ = edited_frames(frames[len(frames) // 2], specs, cfg)
-    examples = {name: example[name]["images"][0] for name in ("base", "insert_near", "insert_far", "insert_offroad")}
+    front = min(range(len(specs)), key=lambda i: abs(float(specs[i].get("yaw", 0.0))))  # the front camera
+    examples = {name: example[name]["images"][front]
+                for name in ("base", "insert_near", "insert_far", "insert_offroad", "insert_sky") if name in example}
     out = write_report(results, cfg, args.out, examples,
                        extra={"data": str(args.data), "frames": [f.source for f in frames],
                               "agent_configs": [str(p) for p in args.agent_config]})

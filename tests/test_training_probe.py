@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -76,11 +77,11 @@ def _frames(n=4):
 
 def test_image_blind_planner_moves_only_with_speed():
     res = run_probe(_SpeedOnlyPipe(), _frames(), [BEV], ProbeConfig(samples=2, speed_delta=2.0))
-    for v in ("blank",) + INSERTIONS:
+    for v in ("blank",) + tuple(v for v in INSERTIONS if v != "insert_sky"):
         assert res.summary[v]["mean_l2_3s"] == 0.0 and res.summary[v]["decel_ratio"] == 0.0
     assert res.summary["speed_up"]["mean_l2_3s"] == pytest.approx(6.0)
     assert res.summary["speed_down"]["decel_ratio"] == 1.0
-    assert set(res.summary) == set(VARIANTS)
+    assert set(res.summary) == set(VARIANTS) - {"insert_sky"}  # a top-down camera has no sky
 
 
 def test_edits_change_only_what_they_should():
@@ -88,7 +89,7 @@ def test_edits_change_only_what_they_should():
     edits, side = edited_frames(frame, [BEV], ProbeConfig())
     assert side in (1, -1)
     assert not edits["blank"]["images"].any()
-    for name in INSERTIONS:
+    for name in (v for v in INSERTIONS if v != "insert_sky"):
         diff = (edits[name]["images"] != frame.images).any(-1)
         assert 0 < diff.sum() < 0.1 * diff.size, name
     assert np.array_equal(edits["speed_up"]["images"], frame.images) and edits["speed_up"]["speed"] == 8.0
@@ -113,9 +114,28 @@ def test_probe_cli_on_tiny_random_model(tmp_path):
     assert run(args) == 0
     result = json.loads((tmp_path / "out" / "probe.json").read_text())
     summary = result["models"]["tiny-random"]["summary"]
-    assert set(summary) == set(VARIANTS) and summary["blank"]["frames"] == 3.0
+    assert set(summary) == set(VARIANTS) - {"insert_sky"} and summary["blank"]["frames"] == 3.0
     assert summary["blank"]["mean_l2_3s"] > 0  # a random model still reacts to its input image
     table = (tmp_path / "out" / "probe.md").read_text()
     assert "tiny-random" in table and "deceleration ratio" in table
     assert (tmp_path / "out" / "probe.png").stat().st_size > 1000
     assert (tmp_path / "out" / "probe_examples.png").is_file()
+
+
+def test_sky_control_moves_the_near_sprite_above_the_horizon():
+    from agent.rigs import get_rig
+    from training.grounding import horizon_row
+
+    front = dataclasses.asdict(get_rig("carla-3cam").cameras[1])
+    assert abs(horizon_row(front, 160) - 80.0) < 1.0  # a level camera: the horizon is the middle row
+    rng = np.random.default_rng(1)
+    frame = ProbeFrame(images=rng.integers(0, 255, (1, 160, 288, 3), dtype=np.uint8), command=4, speed=8.0,
+                       acceleration=0.0, target_point=np.array([30.0, 0.0], np.float32),
+                       path=np.stack([np.arange(1, 7) * 4.0, np.zeros(6)], -1))
+    edits, _ = edited_frames(frame, [front], ProbeConfig())
+    near = (edits["insert_near"]["images"][0] != frame.images[0]).any(-1)
+    sky = (edits["insert_sky"]["images"][0] != frame.images[0]).any(-1)
+    assert near.sum() > 100 and abs(int(sky.sum()) - int(near.sum())) <= 0.02 * near.sum()
+    assert np.nonzero(sky.any(1))[0].max() <= 80 - 0.05 * 160 and np.nonzero(near.any(1))[0].max() > 80
+    edits_bev, _ = edited_frames(_frames(1)[0], [BEV], ProbeConfig())
+    assert "insert_sky" not in edits_bev  # no sky in a top-down view

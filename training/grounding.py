@@ -9,7 +9,11 @@ contrast, the image is held fixed while the ego speed in the prompt is edited). 
   frame's recorded future path (extended straight when the path is shorter), heading along it.
 * ``insert_offroad``: the same vehicle at the far distance but ``offroad_lateral_m`` to the side, on
   the side whose pixels look least like the road under the ego's path: a control placement that
-  should change nothing (the paper's "sky" insertion).
+  should change nothing.
+* ``insert_sky`` (perspective cameras only): the near vehicle's sprite, exactly as drawn for
+  ``insert_near``, moved straight up so that its lowest pixel lies ``sky_margin`` of the image
+  height above the top of the camera's horizon row: the paper's control ("in the sky"), the same
+  pixels where no vehicle can be.
 * ``speed_up`` / ``speed_down``: ego speed in the prompt + / - ``speed_delta`` m/s (floored at 0).
 
 Each plan is the mean of ``samples`` pipeline samples; the baseline and every variant use the same
@@ -31,8 +35,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-VARIANTS = ("blank", "insert_near", "insert_far", "insert_offroad", "speed_up", "speed_down")
-INSERTIONS = ("insert_near", "insert_far", "insert_offroad")
+VARIANTS = ("blank", "insert_near", "insert_far", "insert_offroad", "insert_sky", "speed_up", "speed_down")
+INSERTIONS = ("insert_near", "insert_far", "insert_offroad", "insert_sky")
 
 
 @dataclass(frozen=True)
@@ -53,6 +57,7 @@ class ProbeConfig:
     vehicle_height_m: float | None = None  # None: 0 for top-down cameras (pitch -90), 1.5 otherwise
     speed_delta: float = 3.0
     decel_eps_m: float = 1e-3
+    sky_margin: float = 0.05  # of the image height, between the sky sprite and the horizon
 
 
 @dataclass
@@ -128,6 +133,43 @@ def draw_vehicle(image: np.ndarray, camera_spec: dict[str, Any], center: np.ndar
     return out
 
 
+def is_top_down(camera_spec: dict[str, Any]) -> bool:
+    return abs(float(camera_spec.get("pitch", 0.0)) + 90.0) < 1e-6
+
+
+def horizon_row(camera_spec: dict[str, Any], image_height: int) -> float:
+    """Image row (pixels of an ``image_height`` image) of the horizon at the image centre column:
+    where a point far ahead along the camera's heading, at the camera's height, projects."""
+    from carla_eval.projection import PinholeCamera
+
+    cam = PinholeCamera.from_spec(camera_spec)
+    yaw = np.radians(float(camera_spec.get("yaw", 0.0)))
+    far = np.array([[float(camera_spec.get("x", 0.0)) + 1e4 * np.cos(yaw),
+                     float(camera_spec.get("y", 0.0)) + 1e4 * np.sin(yaw), float(camera_spec.get("z", 0.0))]])
+    uv, valid = cam.project(far)
+    row = float(uv[0, 1]) if valid[0] else cam.height / 2
+    return row * image_height / cam.height
+
+
+def move_to_sky(image: np.ndarray, sprite_image: np.ndarray, camera_spec: dict[str, Any], margin: float) -> np.ndarray:
+    """``image`` with the pixels where ``sprite_image`` differs from it moved straight up so that their
+    lowest row lies ``margin`` x height above the horizon (a copy; unchanged when nothing differs)."""
+    mask = (sprite_image != image).any(axis=-1)
+    rows = np.nonzero(mask.any(axis=1))[0]
+    if rows.size == 0:
+        return image.copy()
+    h = image.shape[0]
+    bottom_target = int(np.floor(horizon_row(camera_spec, h) - margin * h))
+    shift = rows[-1] - bottom_target
+    out = image.copy()
+    if shift <= 0:
+        return sprite_image.copy()  # the sprite is already above the horizon
+    rr, cc = np.nonzero(mask)
+    keep = rr - shift >= 0
+    out[rr[keep] - shift, cc[keep]] = sprite_image[rr[keep], cc[keep]]
+    return out
+
+
 def point_along(path: np.ndarray, distance: float) -> tuple[np.ndarray, float]:
     """Point (ego frame) ``distance`` m along origin -> ``path`` [T, 2], and the heading there (rad).
 
@@ -192,6 +234,11 @@ def edited_frames(frame: ProbeFrame, camera_specs: Sequence[dict[str, Any]], cfg
     for name, (center, heading) in placements.items():
         imgs = np.stack([draw_vehicle(img, spec, center, heading, cfg) for img, spec in zip(frame.images, camera_specs)])
         out[name] = {"images": imgs, "speed": frame.speed}
+    if not any(is_top_down(spec) for spec in camera_specs):
+        near = out["insert_near"]["images"]
+        sky = np.stack([move_to_sky(img, drawn, spec, cfg.sky_margin)
+                        for img, drawn, spec in zip(frame.images, near, camera_specs)])
+        out["insert_sky"] = {"images": sky, "speed": frame.speed}
     out["speed_up"] = {"images": frame.images, "speed": frame.speed + cfg.speed_delta}
     out["speed_down"] = {"images": frame.images, "speed": max(0.0, frame.speed - cfg.speed_delta)}
     return out, side
@@ -247,8 +294,9 @@ def run_probe(pipe: Any, frames: list[ProbeFrame], camera_specs: Sequence[dict[s
         raise ValueError(f"{len(camera_specs)} camera specs for {frames[0].images.shape[0]} cameras")
     edits = [edited_frames(f, camera_specs, cfg) for f in frames]
     base = _plan_endpoints(pipe, frames, [e[0]["base"] for e in edits], cfg)
-    endpoints = {v: _plan_endpoints(pipe, frames, [e[0][v] for e in edits], cfg) for v in VARIANTS}
-    summary = {v: summarize(base, endpoints[v], cfg.decel_eps_m) for v in VARIANTS}
+    variants = [v for v in VARIANTS if v in edits[0][0]]  # insert_sky needs perspective cameras
+    endpoints = {v: _plan_endpoints(pipe, frames, [e[0][v] for e in edits], cfg) for v in variants}
+    summary = {v: summarize(base, endpoints[v], cfg.decel_eps_m) for v in variants}
     return ProbeResult(base, endpoints, summary, np.array([e[1] for e in edits]))
 
 

@@ -21,6 +21,7 @@ LABELS = {
     "insert_near": "vehicle inserted, near",
     "insert_far": "vehicle inserted, far",
     "insert_offroad": "vehicle inserted, off-road (control)",
+    "insert_sky": "vehicle inserted, in the sky (control)",
     "speed_up": "ego speed + delta",
     "speed_down": "ego speed - delta",
 }
@@ -37,7 +38,7 @@ def markdown_table(results: dict[str, ProbeResult], cfg: ProbeConfig) -> str:
         "|---|---|---:|---:|---:|",
     ]
     for label, res in results.items():
-        for v in VARIANTS:
+        for v in [v for v in VARIANTS if v in res.summary]:
             s = res.summary[v]
             lines.append(f"| {label} | {LABELS[v]} | {s['mean_l2_3s']:.3f} | {100 * s['decel_ratio']:.1f}% | "
                          f"{s['mean_endpoint_change']:+.3f} |")
@@ -58,7 +59,9 @@ def plot(results: dict[str, ProbeResult], path: Path) -> None:
         (axes[1], INSERTIONS, "decel_ratio", "deceleration ratio (%)", 100.0),
         (axes[2], INSERTIONS, "mean_endpoint_change", "mean 3 s endpoint change (m)", 1.0),
     ]
+    present = set.intersection(*(set(r.summary) for r in results.values()))
     for ax, variants, key, title, scale in panels:
+        variants = [v for v in variants if v in present]
         x = np.arange(len(variants))
         for i, label in enumerate(labels):
             vals = [results[label].summary[v][key] * scale for v in variants]
