@@ -318,3 +318,16 @@ def test_precomputed_memory_keys_values_give_the_same_prediction():
     assert torch.allclose(plain, cached, atol=1e-5)
     with pytest.raises(ValueError, match="memory_kv"):
         net.denoise(x[:2], t[:2], None, memory_kv=net.memory_keys_values(memory, repeats=3))
+
+
+def test_matcher_compared_features_reach_the_memory():
+    """flow_values > 0: the matcher also compares learned features of a token and of its match; a
+    future frame equal to the current one gives zero change, another future frame does not."""
+    model = build_preset("tiny", seed=0, ik_flow_heads=2, ik_flow_values=4)
+    matcher = model.ik_net.matcher
+    assert matcher.value_proj is not None and matcher.out[0].in_features == (3 + 4) * 2
+    k, d = model.token_shape
+    cur = torch.randn(1, k, d, generator=torch.Generator().manual_seed(0))
+    same = model.ik_net.encode_memory(cur, cur)
+    moved = model.ik_net.encode_memory(cur, torch.roll(cur, 1, dims=1))
+    assert not torch.allclose(same, moved)

@@ -157,13 +157,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lr", type=float, default=3e-4)
     parser.add_argument("--flow-heads", type=int, default=None, help="IK net token-matcher heads (default: the preset's)")
     parser.add_argument("--memory-layers", type=int, default=None, help="IK net memory self-attention layers")
+    parser.add_argument("--flow-values", type=int, default=None, help="IK net token-matcher compared features per head")
     parser.add_argument("--max-val", type=int, default=512)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", default=None, help="also write the JSON result here")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    ik = {k: v for k, v in (("flow_heads", args.flow_heads), ("memory_layers", args.memory_layers)) if v is not None}
+    ik = {k: v for k, v in (("flow_heads", args.flow_heads), ("memory_layers", args.memory_layers),
+                            ("flow_values", args.flow_values)) if v is not None}
     result = run_study(args.encoder, args.train, args.val, args.horizons, steps=args.steps, batch_size=args.batch_size,
                        lr=args.lr, seed=args.seed, max_val=args.max_val, ik_overrides=ik,
                        log=lambda m: print(m, file=sys.stderr, flush=True))

@@ -11,7 +11,9 @@ frames) + a type embedding (0 = current, 1..F = future frame f), for the K curre
 tokens. Token matcher (``flow_heads`` >= 1): per head and future frame, a shared projection of both
 frames' tokens, a softmax over the future tokens of the same camera for every current token, and the
 expected grid position of the match minus the token's own position (patches) plus the match's peak
-weight; an MLP of these 3 x heads x F numbers is added to the current tokens' memory entries. It is the motion between the two
+weight (and, with ``flow_values`` V > 0, V learned features of the soft match minus the same features
+of the token: what changed, e.g. how much closer a depth-trained token's object came); an MLP of
+these (3 + V) x heads x F numbers is added to the current tokens' memory entries. It is the motion between the two
 frames made explicit (the displacement field of the camera grid), computed from the tokens alone.
 Memory encoder (``memory_layers`` >= 1, pre-norm): self-attention over the (1 + F) K visual tokens +
 MLP, so each current token can find its match among the future tokens before the decoder reads them.
@@ -128,17 +130,20 @@ class TokenMatcher(nn.Module):
         grid: (cameras, rows, cols) of the token layout (K = cameras * rows * cols, camera-major).
     """
 
-    def __init__(self, vision_size: int, width: int, heads: int, grid: tuple[int, int, int], num_frames: int = 1) -> None:
+    def __init__(self, vision_size: int, width: int, heads: int, grid: tuple[int, int, int], num_frames: int = 1,
+                 values: int = 0) -> None:
         super().__init__()
         self.heads = heads
         self.grid = grid
         self.num_frames = num_frames
+        self.values = values
         self.head_size = max(16, vision_size // heads)
         self.norm = nn.LayerNorm(vision_size)
         self.proj = nn.Linear(vision_size, heads * self.head_size)  # shared by both frames
         self.log_scale = nn.Parameter(torch.zeros(heads))  # learned sharpness of each head's softmax
         self.register_buffer("coords", grid_coordinates(grid[1], grid[2]), persistent=False)  # [P, 2]
-        self.out = nn.Sequential(nn.Linear(3 * heads * num_frames, width), nn.GELU(), nn.Linear(width, width))
+        self.value_proj = nn.Linear(vision_size, heads * values) if values > 0 else None  # shared by both frames
+        self.out = nn.Sequential(nn.Linear((3 + values) * heads * num_frames, width), nn.GELU(), nn.Linear(width, width))
 
     def forward(self, current: torch.Tensor, future: torch.Tensor) -> torch.Tensor:
         """current [B, K, D], future [B, F K, D] (frame-major) -> [B, K, width] features of each
@@ -158,8 +163,18 @@ class TokenMatcher(nn.Module):
         coords = self.coords.to(weights.dtype)
         displacement = weights @ coords - coords  # [B, F, N, h, P, 2], patches
         peak = weights.amax(dim=-1, keepdim=True)  # [B, F, N, h, P, 1]
-        feats = torch.cat([displacement, peak], dim=-1)  # [B, F, N, h, P, 3]
-        feats = feats.permute(0, 2, 4, 1, 3, 5).reshape(b, k, nf * h * 3)  # [B, K, 3 h F]
+        parts = [displacement, peak]
+        if self.value_proj is not None:
+            v = self.values
+
+            def values_of(x: torch.Tensor, frames: int) -> torch.Tensor:
+                return self.value_proj(self.norm(x)).view(b, frames, n_cam, p, h, v).permute(0, 1, 2, 4, 3, 5)
+
+            own = values_of(current, 1)  # [B, 1, N, h, P, V]
+            matched = weights @ values_of(future, nf)  # [B, F, N, h, P, V]
+            parts.append(matched - own)
+        feats = torch.cat(parts, dim=-1)  # [B, F, N, h, P, 3 + V]
+        feats = feats.permute(0, 2, 4, 1, 3, 5).reshape(b, k, -1)  # [B, K, (3 + V) h F]
         return self.out(feats)  # [B, K, width]
 
 
@@ -204,7 +219,8 @@ class IKNet(nn.Module):
         if config.flow_heads > 0:
             if token_grid is None or token_grid[0] * token_grid[1] * token_grid[2] != num_tokens:
                 raise ValueError(f"token_grid: {token_grid} does not lay out num_tokens={num_tokens} (flow_heads > 0 needs it)")
-            self.matcher = TokenMatcher(vision_size, width, config.flow_heads, tuple(token_grid), self.num_future_frames)
+            self.matcher = TokenMatcher(vision_size, width, config.flow_heads, tuple(token_grid), self.num_future_frames,
+                                        values=config.flow_values)
         self.memory_blocks = nn.ModuleList(
             MemoryBlock(width, config.num_heads, config.mlp_ratio, config.dropout) for _ in range(config.memory_layers)
         )

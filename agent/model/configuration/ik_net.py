@@ -26,6 +26,9 @@ class IKNetConfig:
             token with the future tokens of the same camera and adds, to that token's memory
             entry, where its match lies on the patch grid relative to it (a displacement in
             patches) and how sharp the match is: the motion between the two frames made explicit.
+        flow_values: per matcher head, this many learned features of the token compared with the same
+            features of its soft match (match minus token), e.g. how much closer the matched object is
+            in a depth-trained token space (0: none).
         num_train_timesteps: diffusion steps of the DDPM training scheduler.
         num_inference_steps: DDIM steps at inference (default of the pipeline call).
         beta_schedule: diffusers beta schedule name.
@@ -43,6 +46,7 @@ class IKNetConfig:
     dropout: float = 0.0
     memory_layers: int = 0
     flow_heads: int = 0
+    flow_values: int = 0
     num_train_timesteps: int = 1000
     num_inference_steps: int = 3
     beta_schedule: str = "squaredcos_cap_v2"
@@ -63,6 +67,8 @@ class IKNetConfig:
             _fail(owner, "memory_layers", f"must be an integer >= 0, got {self.memory_layers!r}")
         if not (isinstance(self.flow_heads, int) and not isinstance(self.flow_heads, bool) and self.flow_heads >= 0):
             _fail(owner, "flow_heads", f"must be an integer >= 0, got {self.flow_heads!r}")
+        if not (isinstance(self.flow_values, int) and not isinstance(self.flow_values, bool) and self.flow_values >= 0):
+            _fail(owner, "flow_values", f"must be an integer >= 0, got {self.flow_values!r}")
         if not (isinstance(self.dropout, (int, float)) and 0.0 <= self.dropout < 1.0):
             _fail(owner, "dropout", f"must be in [0, 1), got {self.dropout!r}")
         _positive_int(owner, "num_train_timesteps", self.num_train_timesteps)
