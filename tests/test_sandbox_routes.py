@@ -186,3 +186,18 @@ def test_generator_rejects_a_bad_seed(tmp_path, capsys):
     assert "base seed must be an integer in [0," in capsys.readouterr().err
     with pytest.raises(ValueError, match="held-out suite index"):
         make_routes.held_out_seed(-2)
+
+
+def test_training_suite_seeds_never_meet_an_evaluation_suite():
+    from carla_eval.sandbox import make_routes
+
+    span = make_routes.SUITE_SEED_SPAN
+
+    def seeds(base):
+        return set(range(base, base + span))
+
+    evaluation = seeds(make_routes.BASE_SEED).union(*(seeds(make_routes.held_out_seed(k)) for k in range(1000)))
+    training = set().union(*(seeds(make_routes.training_seed(k)) for k in range(200)))
+    assert make_routes.training_seed(0) == 40_000_000 and not training & evaluation
+    with pytest.raises(ValueError, match="training suite index"):
+        make_routes.training_seed(-1)

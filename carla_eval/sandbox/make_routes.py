@@ -245,9 +245,9 @@ def check_base_seed(base_seed: int) -> int:
 
 
 def held_out_seed(k: int) -> int:
-    """Base seed of the k-th fresh held-out suite (k >= 0)."""
-    if not isinstance(k, int) or k < 0:
-        raise ValueError(f"held-out suite index must be an integer >= 0, got {k!r}")
+    """Base seed of the k-th fresh held-out suite (0 <= k < 1000, below the training range)."""
+    if not isinstance(k, int) or not 0 <= k < 1000:
+        raise ValueError(f"held-out suite index must be an integer in [0, 1000), got {k!r}")
     return check_base_seed(HELD_OUT_BASE + 10000 * k)
 
 
