@@ -71,3 +71,28 @@ def test_cli_writes_json(data_dir, tmp_path, capsys):
     out = json.loads((tmp_path / "o.json").read_text())
     assert out["samples"] == 8 and set(out["l2"]["oracle"]) == {"l2_1s", "l2_2s", "l2_3s", "l2_avg"}
     assert "| oracle |" in capsys.readouterr().out
+
+
+def test_cli_of_a_shortcut_model_runs_the_command_probe_only(tmp_path):
+    from agent.model.presets import build_preset
+    from training.future_oracle import main
+    from training.manifest import scan_dataset
+    from training.synthetic import write_synthetic_dataset
+
+    data = write_synthetic_dataset(tmp_path / "data", num_episodes=1, num_ticks=90, image_size=(32, 32))
+    # a junction command on every frame: the probe has frames to edit
+    from training.episodes import read_episode, write_episode
+
+    ep_path = next(data.glob("*.npz"))
+    ep = read_episode(ep_path)
+    arrays = dict(ep.arrays)
+    arrays["command"] = np.full_like(arrays["command"], 3)
+    write_episode(ep_path, ep.meta, arrays)
+    (data / "manifest.json").unlink()  # the episode changed: the manifest's hash no longer applies
+    model = build_preset("tiny", seed=0, model_type="shortcut", image_size=(32, 32))
+    model.normalizer.fit(torch.randn(50, 6, 2))
+    model.save_pretrained(tmp_path / "model")
+    assert main(["--model", str(tmp_path / "model"), "--data", str(data), "--out", str(tmp_path / "o.json")]) == 0
+    out = json.loads((tmp_path / "o.json").read_text())
+    assert set(out) == {"command"} and out["command"]["samples"] == len(scan_dataset(data).episodes[0].arrays["command"]) - 30
+    assert out["command"]["recorded_commands"]["STRAIGHT"] == out["command"]["samples"]

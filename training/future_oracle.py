@@ -27,6 +27,7 @@ left < straight < right.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -154,7 +155,8 @@ def command_probe(model: Any, dataset: Any, batch_size: int = 64, num_samples: i
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m training.future_oracle", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", required=True, help="IK model folder (save_pretrained layout)")
+    parser.add_argument("--model", required=True,
+                        help="model folder (save_pretrained layout); a shortcut model gets the command probe only")
     parser.add_argument("--data", required=True, help="dataset folder (carla-eval collect output)")
     parser.add_argument("--frames", type=int, default=512, help="evenly strided held-out frames")
     parser.add_argument("--seed", type=int, default=0)
@@ -169,18 +171,27 @@ def main(argv: list[str] | None = None) -> int:
     scan = scan_dataset(args.data)
     if scan.skipped:
         print(scan.report(), file=sys.stderr)
-    dataset = DrivingDataset(scan.episodes, image_size=model.config.image_size, max_frames=args.frames,
-                             horizon_s=list(model.config.future.horizons_s), with_boxes=False)
-    result = future_oracle(model, dataset, seed=args.seed)
-    junctions = DrivingDataset(scan.episodes, image_size=model.config.image_size,
-                               horizon_s=list(model.config.future.horizons_s), with_boxes=False)
-    result.command = command_probe(model, junctions, seed=args.seed)
-    print(f"{result.samples} frames, future horizons {', '.join(f'{h:g}' for h in result.horizons_s)} s")
-    print(result.table())
+    ik = model.config.model_type == "ik_drive"
+    horizons = list(model.config.future.horizons_s) if ik else None
+    junctions = DrivingDataset(scan.episodes, image_size=model.config.image_size, horizon_s=horizons,
+                               with_boxes=False, with_future=False)
+    command = command_probe(model, junctions, seed=args.seed)
+    if ik:
+        dataset = DrivingDataset(scan.episodes, image_size=model.config.image_size, max_frames=args.frames,
+                                 horizon_s=horizons, with_boxes=False)
+        result = future_oracle(model, dataset, seed=args.seed)
+        result.command = command
+        print(f"{result.samples} frames, future horizons {', '.join(f'{h:g}' for h in result.horizons_s)} s")
+        print(result.table())
+        data = result.to_dict()
+    else:  # the shortcut baseline has no future state: the command probe only
+        print(f"{model.config.model_type}: no future state; command probe only")
+        print(json.dumps(command, indent=2))
+        data = {"command": command}
     if args.out:
         from carla_eval.atomic_io import atomic_write_json
 
-        atomic_write_json(Path(args.out), result.to_dict())
+        atomic_write_json(Path(args.out), data)
     return 0
 
 
