@@ -125,6 +125,14 @@ def test_make_weights_end_to_end_tiny(tmp_path):
         assert summary["results"][name]["size_mb"] < 50
     assert summary["manifests"]["train"]["frames"] == 80
     assert "depth_log_l1" in summary["results"]["pretrain"]["last_val"]
+    # --resume reuses every finished stage with its own time and metrics; nothing is trained again
+    log = tmp_path / "work" / "ik-tiny" / "train_log.csv"
+    before = log.stat().st_mtime_ns
+    again = make_weights(cfg, "test", resume=True)
+    assert log.stat().st_mtime_ns == before
+    for name in ("pretrain", "ik-tiny", "shortcut-tiny"):
+        assert again["results"][name]["wall_s"] == summary["results"][name]["wall_s"]
+        assert again["results"][name]["last_val"] == summary["results"][name]["last_val"]
 
 
 def test_real_model_resume_matches_uninterrupted_run(data_dir, tmp_path):

@@ -296,12 +296,44 @@ this setup: docs/training.md ("Results").
 """
 
 
+def finished_stage(stage: TrainConfig) -> Any:
+    """The :class:`training.trainer.TrainResult` of a stage already run to its last step with this
+    very config (``result.json``, ``config.yaml`` and the final model in its output folder), else None.
+    A finished stage keeps its own wall time and metrics; nothing is trained again."""
+    from training.config import load_config, to_dict
+    from training.trainer import TrainResult
+
+    out = Path(stage.log.output_dir)
+    try:
+        result = json.loads((out / "result.json").read_text())
+        same = to_dict(load_config(out / "config.yaml")) == to_dict(stage)
+    except (OSError, ValueError):
+        return None
+    if not same or result.get("final_step") != stage.optim.max_steps or not Path(result.get("final_model", "")).is_dir():
+        return None
+    if result.get("resumed_from") and not result.get("last_val"):
+        return None  # a resumed call that trained nothing: it does not carry the stage's numbers
+    return TrainResult(**{k: result[k] for k in TrainResult.__dataclass_fields__ if k in result})
+
+
+def run_stage(stage: TrainConfig, resume: bool) -> Any:
+    """Train one stage, or reuse it when it already finished with this config (``--resume``)."""
+    from training.train import run as train_run
+
+    if resume:
+        done = finished_stage(stage)
+        if done is not None:
+            logger.info("%s: finished with this config, reused (%.1f min)", stage.log.output_dir, done.wall_s / 60)
+            return done
+    return train_run(stage, resume="auto" if resume else None)
+
+
 def run(cfg: MakeWeightsConfig, command: str, resume: bool = False) -> dict[str, Any]:
     """All steps of the module doc; returns a summary (also written to ``work_dir/summary.json``).
 
-    ``resume``: continue each training stage from its latest checkpoint in ``work_dir`` (collection
-    always skips the episodes already recorded)."""
-    from training.train import run as train_run
+    ``resume``: reuse each training stage that already finished with the same config, continue the
+    others from their latest checkpoint in ``work_dir`` (collection always skips the episodes
+    already recorded). Reported times are each stage's own training time."""
 
     work = Path(cfg.work_dir)
     data = work / "data"
@@ -318,17 +350,14 @@ def run(cfg: MakeWeightsConfig, command: str, resume: bool = False) -> dict[str,
     timings["data collection"] = time.perf_counter() - t
     manifests = {s: json.loads((data / s / "manifest.json").read_text()) for s in splits}
 
-    t = time.perf_counter()
-    again = "auto" if resume else None
-    pre = train_run(stage_config(cfg, "pretrain_encoder", "ik", cfg.pretrain, data, work / "pretrain", None), resume=again)
-    timings["encoder pre-training"] = time.perf_counter() - t
+    pre = run_stage(stage_config(cfg, "pretrain_encoder", "ik", cfg.pretrain, data, work / "pretrain", None), resume)
+    timings["encoder pre-training"] = pre.wall_s
     encoder = Path(pre.final_model)
 
     results: dict[str, Any] = {"pretrain": dataclasses.asdict(pre)}
     for name, kind, steps in (("ik-tiny", "ik", cfg.ik), ("shortcut-tiny", "shortcut", cfg.shortcut)):
-        t = time.perf_counter()
-        res = train_run(stage_config(cfg, "train", kind, steps, data, work / name, encoder), resume=again)
-        timings[f"{name} training"] = time.perf_counter() - t
+        res = run_stage(stage_config(cfg, "train", kind, steps, data, work / name, encoder), resume)
+        timings[f"{name} training"] = res.wall_s
         results[name] = dataclasses.asdict(res)
     stage_times = dict(timings)
     for name, kind in (("ik-tiny", "ik"), ("shortcut-tiny", "shortcut")):
