@@ -144,7 +144,7 @@ def test_drives_under_old_python_through_a_started_server_like_in_process(versio
     info, log = run_drive(python, config, tmp_path / "served.json", "--ticks", 40)
     assert info["python"][:2] == [int(p) for p in version.split(".")]
     assert info["module"] == "ik_agent" and info["cls"] == "IKAgent" and info["ros"] == -1
-    assert info["sensor_ids"] == ["bev", "gnss", "imu", "speed"]
+    assert info["sensor_ids"] == ["left", "front", "right", "gnss", "imu", "speed"]
     assert info["heavy"] == [], info["heavy"]  # no torch, no model code in the evaluator
     assert set(info["agent_modules"]) <= set(CLIENT_MODULES), set(info["agent_modules"]) - set(CLIENT_MODULES)
     assert info["failures"] == 0 and info["plans_made"] == 20  # 10 Hz plans over 40 ticks of 20 Hz

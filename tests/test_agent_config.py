@@ -16,7 +16,7 @@ def write(tmp_path: Path, text: str, name: str = "agent.yaml") -> Path:
     return path
 
 
-@pytest.mark.parametrize("name,rig", [("sandbox_tiny.yaml", "sandbox-bev"), ("carla_3cam.yaml", "carla-3cam")])
+@pytest.mark.parametrize("name,rig", [("sandbox_tiny.yaml", "carla-3cam"), ("carla_3cam.yaml", "carla-3cam")])
 def test_example_configs_load(name, rig):
     config = load_agent_config(CONFIG_DIR / name)
     assert isinstance(config, AgentConfig)

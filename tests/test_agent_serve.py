@@ -75,7 +75,7 @@ def requests(n, seed=0, num_samples=2):
     rng = np.random.default_rng(seed)
     out = []
     for k in range(n):
-        out.append(PlanRequest(images=rng.integers(0, 256, (1, 128, 128, 3), dtype=np.uint8), command=int(rng.choice([1, 3, 4])),
+        out.append(PlanRequest(images=rng.integers(0, 256, (3, 80, 144, 3), dtype=np.uint8), command=int(rng.choice([1, 3, 4])),
                                speed=float(rng.uniform(0, 12)), acceleration=float(rng.normal()),
                                target_point=rng.normal(size=2) * 20.0, seed=plan_seed(seed, k), num_samples=num_samples))
     return out
@@ -154,7 +154,7 @@ def test_bad_requests_get_clear_errors_and_the_server_lives_on(server):
     try:
         good = requests(1)[0]
         wrong = PlanRequest(**{**good.__dict__, "images": np.zeros((1, 64, 64, 3), np.uint8)})
-        with pytest.raises(PlanError, match=r"images: expected uint8 \(1, 128, 128, 3\)"):
+        with pytest.raises(PlanError, match=r"images: expected uint8 \(3, 80, 144, 3\)"):
             client.run(wrong)  # caught on the client side
         # sent anyway: the server answers with the same check
         header, _ = client._roundtrip(lambda rid: plan_wire.plan_request(wrong, rid), 10.0)
@@ -332,7 +332,7 @@ def drive_agent(config_path, ticks=12):
     agent.setup(str(config_path))
     out = []
     for k in range(ticks):
-        data = make_input_data(get_rig("sandbox-bev"), GeoReference(), (0.2 * k, 0.0), 0.0, 4.0, k,
+        data = make_input_data(get_rig("carla-3cam"), GeoReference(), (0.2 * k, 0.0), 0.0, 4.0, k,
                                rng=np.random.default_rng(k))
         control = agent.run_step(data, 0.05 * k)
         out.append((agent.last_tick.ok, agent.last_tick.trajectory.copy(), (control.throttle, control.steer, control.brake)))
