@@ -2,9 +2,9 @@
 
 Runs ``carla-eval run --backend sandbox --routes routes/sandbox/smoke.xml --agent agent/ik_agent.py
 --agent-config weights/ik-tiny/agent.yaml --workers 2 --out runs/demo-<timestamp>`` from the
-repository root (plus ``--backend-option max_mount_distance=null`` while the shipped weights use the
-sandbox-only ``sandbox-bev`` rig), then prints the metrics table and where results, metrics and
-videos are.
+repository root (the shipped weights use the ``carla-3cam`` rig; a sandbox-only rig such as
+``sandbox-bev`` would add ``--backend-option max_mount_distance=null``), then prints the metrics table
+and where results, metrics and videos are.
 """
 
 from __future__ import annotations
