@@ -150,16 +150,19 @@ def area_downscale(image: np.ndarray, factor: int) -> np.ndarray:
 def resize_rgb(image: np.ndarray, size_hw: tuple[int, int]) -> np.ndarray:
     """Resize uint8 [H, W, 3] to ``size_hw`` (area interpolation); returns the input when sizes match.
 
-    A shrink by the same whole factor on both axes (e.g. 288 x 160 -> 144 x 80) needs no OpenCV
-    (:func:`area_downscale`, identical bytes); any other size uses ``cv2.INTER_AREA``."""
+    ``cv2.INTER_AREA`` where OpenCV is installed (about 0.02 ms for 288 x 160, against 1.1 ms in
+    numpy); without it (the evaluator-side Python) a shrink by the same whole factor on both axes,
+    e.g. 288 x 160 -> 144 x 80, uses :func:`area_downscale`, which gives the same bytes."""
     h, w = image.shape[:2]
     th, tw = int(size_hw[0]), int(size_hw[1])
     if (h, w) == (th, tw):
         return image
-    if th > 0 and tw > 0 and h % th == 0 and w % tw == 0 and h // th == w // tw:
-        return area_downscale(image, h // th)
-    import cv2
-
+    try:
+        import cv2
+    except ImportError:
+        if th > 0 and tw > 0 and h % th == 0 and w % tw == 0 and h // th == w // tw:
+            return area_downscale(image, h // th)
+        raise
     return cv2.resize(image, (tw, th), interpolation=cv2.INTER_AREA)
 
 

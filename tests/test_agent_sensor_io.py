@@ -118,8 +118,9 @@ def test_compass_convention_north_is_minus_y():
 def test_whole_factor_shrink_needs_no_opencv_and_equals_it(factor):
     import cv2
 
-    from agent.sensor_io import resize_rgb
+    from agent.sensor_io import area_downscale, resize_rgb
 
     img = np.random.default_rng(factor).integers(0, 256, (80 * factor, 144 * factor, 3), dtype=np.uint8)
     want = cv2.resize(img, (144, 80), interpolation=cv2.INTER_AREA)
+    assert np.array_equal(area_downscale(img, factor), want)
     assert np.array_equal(resize_rgb(img, (80, 144)), want)

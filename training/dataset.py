@@ -48,6 +48,13 @@ def preprocess_image(rgb: np.ndarray, image_size: tuple[int, int]) -> np.ndarray
     return np.ascontiguousarray(rgb.transpose(2, 0, 1), dtype=np.float32) / 255.0
 
 
+def frame_images(ep: Episode, frame: int, cameras: Sequence[int], image_size: tuple[int, int]) -> np.ndarray:
+    """uint8 [C, 3, H, W]: the stored cameras of one frame, preprocessed and rounded to 8 bits (the
+    values every sample and the token cache see, cached or not)."""
+    imgs = np.stack([preprocess_image(ep.image(frame, c), image_size) for c in cameras])
+    return np.round(np.clip(imgs, 0.0, 1.0) * 255.0).astype(np.uint8)
+
+
 @dataclass
 class SampleIndex:
     """Sample ``i`` is frame ``frames[i]`` of episode ``episodes[i]``; ``use_plan[i]`` selects the expert plan label."""
@@ -195,8 +202,11 @@ class DrivingDataset(torch.utils.data.Dataset):
         if key in self._cache:
             return self._cache[key].astype(np.float32) / 255.0
         ep = self.episodes[e]
-        imgs = np.stack([self.preprocess(ep.image(frame, c), self.image_size) for c in self.camera_ids[e]])
-        q = np.round(np.clip(imgs, 0.0, 1.0) * 255.0).astype(np.uint8)  # same values cached or not
+        if self.preprocess is preprocess_image:
+            q = frame_images(ep, frame, self.camera_ids[e], self.image_size)
+        else:
+            imgs = np.stack([self.preprocess(ep.image(frame, c), self.image_size) for c in self.camera_ids[e]])
+            q = np.round(np.clip(imgs, 0.0, 1.0) * 255.0).astype(np.uint8)  # same values cached or not
         if self.cache_images:
             self._cache[key] = q
         return q.astype(np.float32) / 255.0

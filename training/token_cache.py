@@ -8,7 +8,7 @@ safetensors file ``<cache_dir>/<episode stem>.<key>.safetensors`` holding ``toke
 of the encoder's weights, its vision config, the cameras and the episode's content checksum: a
 different encoder, image size, camera list or episode never reads a stale file. Files are written
 to ``*.tmp`` and renamed. Images are preprocessed exactly as :class:`training.dataset.DrivingDataset`
-does (``preprocess_image``, uint8 rounding), so a cached token equals the token of the dataset's
+does (``training.dataset.frame_images``), so a cached token equals the token of the dataset's
 image up to float16 rounding.
 """
 
@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from safetensors.numpy import load_file, save_file
 
-from training.dataset import preprocess_image
+from training.dataset import frame_images
 from training.episodes import Episode
 
 
@@ -80,9 +80,8 @@ def encode_episode(encoder: torch.nn.Module, ep: Episode, image_size: tuple[int,
     try:
         for start in range(0, ep.num_frames, batch_size):
             frames = range(start, min(start + batch_size, ep.num_frames))
-            images = np.stack([np.stack([preprocess_image(ep.image(f, c), image_size) for c in cameras]) for f in frames])
-            images = np.round(np.clip(images, 0.0, 1.0) * 255.0) / 255.0  # the dataset's uint8 rounding
-            tokens = encoder(torch.from_numpy(images.astype(np.float32)).to(device))  # [b, K, D]
+            images = np.stack([frame_images(ep, f, cameras, image_size) for f in frames])  # uint8 [b, C, 3, H, W]
+            tokens = encoder(torch.from_numpy(images.astype(np.float32) / 255.0).to(device))  # [b, K, D]
             out.append(tokens.float().cpu().numpy().astype(np.float16))
     finally:
         encoder.train(was_training)

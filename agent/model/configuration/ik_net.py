@@ -65,10 +65,10 @@ class IKNetConfig:
         _positive_float(owner, "mlp_ratio", self.mlp_ratio)
         if not (isinstance(self.memory_layers, int) and not isinstance(self.memory_layers, bool) and self.memory_layers >= 0):
             _fail(owner, "memory_layers", f"must be an integer >= 0, got {self.memory_layers!r}")
-        if not (isinstance(self.flow_heads, int) and not isinstance(self.flow_heads, bool) and self.flow_heads >= 0):
-            _fail(owner, "flow_heads", f"must be an integer >= 0, got {self.flow_heads!r}")
-        if not (isinstance(self.flow_values, int) and not isinstance(self.flow_values, bool) and self.flow_values >= 0):
-            _fail(owner, "flow_values", f"must be an integer >= 0, got {self.flow_values!r}")
+        for name in ("flow_heads", "flow_values"):
+            value = getattr(self, name)
+            if not (isinstance(value, int) and not isinstance(value, bool) and value >= 0):
+                _fail(owner, name, f"must be an integer >= 0, got {value!r}")
         if not (isinstance(self.dropout, (int, float)) and 0.0 <= self.dropout < 1.0):
             _fail(owner, "dropout", f"must be in [0, 1), got {self.dropout!r}")
         _positive_int(owner, "num_train_timesteps", self.num_train_timesteps)
