@@ -153,3 +153,30 @@ def test_perturbed_label_policies(dataset_dir):
     idx = build_index([ep], "plan")
     assert idx.frames.shape[0] == 30 and idx.use_plan[:10].all() and not idx.use_plan[10:].any()
     assert not build_index([ep], "actual").use_plan.any()
+
+
+def test_motion_samples_are_the_actual_future_positions(dataset_dir):
+    scan = scan_dataset(dataset_dir)
+    ds = DrivingDataset(scan.episodes, image_size=(8, 8), horizon_s=[1.0, 3.0], with_motion=True)
+    s = ds[7]
+    ep = scan.episodes[int(s["episode"])]
+    traj = ep.arrays["trajectory"][int(s["frame"])]  # waypoints at 0.5 s ... 3 s
+    assert s["future_position"].shape == (2, 2) and s["future_images"].shape[0] == 2
+    np.testing.assert_array_equal(s["future_position"].numpy(), traj[[1, 5]])
+    # The position at 3 s is where the ego is when the future frame is taken (tick poses).
+    fut = int(s["frame"]) + 30
+    pose, pose_f = ep.arrays["ego_pose"][int(s["frame"])], ep.arrays["ego_pose"][fut]
+    d = pose_f[:2] - pose[:2]
+    c, si = np.cos(pose[2]), np.sin(pose[2])
+    local = np.array([c * d[0] + si * d[1], -si * d[0] + c * d[1]])
+    np.testing.assert_allclose(s["future_position"][1].numpy(), local, atol=1e-3)
+    assert "future_position" not in DrivingDataset(scan.episodes, image_size=(8, 8))[0]
+    with pytest.raises(ValueError, match="not one of the trajectory's waypoints"):
+        DrivingDataset(scan.episodes, image_size=(8, 8), horizon_s=[0.2], with_motion=True)
+
+
+def test_token_cache_attached_later_is_checked(dataset_dir):
+    ds = DrivingDataset(scan_dataset(dataset_dir).episodes, image_size=(8, 8))
+    with pytest.raises(ValueError, match="the cache holds 2 episodes, the dataset 3"):
+        ds.tokens = [None, None]
+    assert ds.tokens is None

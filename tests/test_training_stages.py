@@ -26,7 +26,7 @@ def _cfg(stage, data_dir, out, **model):
     return TrainConfig(
         stage=stage,
         data=DataConfig(train_dir=str(data_dir), val_route_ids=["2"], max_val_frames=8),
-        model=ModelConfig(overrides={"image_size": IMAGE}, **model),
+        model=ModelConfig(**{"overrides": {"image_size": IMAGE}, **model}),
         optim=OptimConfig(max_steps=2, batch_size=4, warmup_steps=1),
         log=LogConfig(output_dir=str(out), log_every=1, eval_every=2, save_every=2, tensorboard=False),
         eval=EvalConfig(batch_size=8),
@@ -61,6 +61,31 @@ def test_pretrain_then_ik_then_shortcut(data_dir, tmp_path):
              accelerator=acc)
     assert "l2_3s" in sc.last_val and "future_r2" not in sc.last_val
     assert load_pipeline(tmp_path / "sc" / "final").config.model_type == "shortcut"
+
+
+def test_pretrain_with_ego_motion_target(data_dir, tmp_path):
+    import dataclasses
+
+    from safetensors.torch import load_file
+
+    from training.config import PretrainConfig
+
+    cfg = _cfg("pretrain_encoder", data_dir, tmp_path / "pre", overrides={"image_size": IMAGE, "future_horizons_s": [1.0, 3.0]})
+    cfg = dataclasses.replace(cfg, pretrain=PretrainConfig(motion_weight=1.0))
+    pre = run(cfg, accelerator=Accelerator(cpu=True))
+    for key in ("motion_l2_m", "motion_l2_m_frame0", "motion_l2_m_frame1"):
+        assert math.isfinite(pre.last_val[key]) and pre.last_val[key] > 0, key
+    # The 3 s frame is farther away than the 1 s frame: an untrained head misses it by more.
+    assert pre.last_val["motion_l2_m_frame1"] > pre.last_val["motion_l2_m_frame0"]
+    heads = load_file(str(tmp_path / "pre" / "final" / "head.safetensors"))
+    assert any(k.startswith("motion.matcher.") for k in heads)
+    ik = run(_cfg("train", data_dir, tmp_path / "ik", encoder_from=str(tmp_path / "pre" / "final"),
+                  overrides={"image_size": IMAGE, "future_horizons_s": [1.0, 3.0]}), accelerator=Accelerator(cpu=True))
+    assert math.isfinite(ik.last_val["l2_3s"])
+    shortcut = dataclasses.replace(_cfg("pretrain_encoder", data_dir, tmp_path / "sc", kind="shortcut"),
+                                   pretrain=PretrainConfig(motion_weight=1.0))
+    with pytest.raises(ConfigError, match="motion_weight: needs an IK model"):
+        run(shortcut, accelerator=Accelerator(cpu=True))
 
 
 def test_config_yaml_round_trip_and_errors(tmp_path):
@@ -110,9 +135,13 @@ def test_make_weights_end_to_end_tiny(tmp_path):
         workers=1, max_ticks=160, pretrain=steps, ik=steps, shortcut=steps, batch_size=4, eval_every=2,
         max_val_frames=8, num_threads=1, ik_num_samples=3, rig="carla-3cam", ground_truth=True,
         model_overrides={"num_cameras": 3, "image_size": [32, 48], "future_horizons_s": [1.0, 2.0]},
-        pretrain_targets=PretrainConfig(depth_weight=1.0, semantic_weight=0.5),
+        pretrain_targets=PretrainConfig(depth_weight=1.0, semantic_weight=0.5, motion_weight=1.0),
+        ik_alone=StageSteps(steps=2), ik_alone_batch_size=4,
     )
     summary = make_weights(cfg, "test")
+    alone = tmp_path / "work" / "ik-alone" / "ik_net.safetensors"
+    assert alone.is_file() and "oracle" in summary["results"]["ik-alone"]["l2"]
+    assert "motion_l2_m" in summary["results"]["pretrain"]["last_val"]
     for name, model_type in (("ik-tiny", "ik_drive"), ("shortcut-tiny", "shortcut")):
         folder = tmp_path / "weights" / name
         agent = load_agent_config(folder / "agent.yaml")
@@ -122,14 +151,15 @@ def test_make_weights_end_to_end_tiny(tmp_path):
         card = (folder / "README.md").read_text()
         assert "l2_3s" in card and "python -m training.make_weights" not in card and "test" in card
         assert (folder / "training" / "val_log.csv").is_file()
+        assert ("IK net alone" in card) == (model_type == "ik_drive") and "ego motion between frames" in card
         assert summary["results"][name]["size_mb"] < 50
     assert summary["manifests"]["train"]["frames"] == 80
     assert "depth_log_l1" in summary["results"]["pretrain"]["last_val"]
     # --resume reuses every finished stage with its own time and metrics; nothing is trained again
     log = tmp_path / "work" / "ik-tiny" / "train_log.csv"
-    before = log.stat().st_mtime_ns
+    before, alone_before = log.stat().st_mtime_ns, alone.stat().st_mtime_ns
     again = make_weights(cfg, "test", resume=True)
-    assert log.stat().st_mtime_ns == before
+    assert log.stat().st_mtime_ns == before and alone.stat().st_mtime_ns == alone_before
     for name in ("pretrain", "ik-tiny", "shortcut-tiny"):
         assert again["results"][name]["wall_s"] == summary["results"][name]["wall_s"]
         assert again["results"][name]["last_val"] == summary["results"][name]["last_val"]
@@ -153,3 +183,19 @@ def test_real_model_resume_matches_uninterrupted_run(data_dir, tmp_path):
     rows_part = list(csv.DictReader(open(tmp_path / "part" / "train_log.csv")))
     assert [int(r["step"]) for r in rows_part] == [3, 4]
     assert [r["loss"] for r in rows_full[2:]] == [r["loss"] for r in rows_part]
+
+
+def test_shipped_make_weights_recipes_load_and_differ_only_where_marked():
+    import dataclasses
+    from pathlib import Path
+
+    from training.make_weights import load_make_weights_config
+
+    configs = Path(__file__).resolve().parents[1] / "training" / "configs"
+    base = dataclasses.asdict(load_make_weights_config(configs / "make_weights.yaml"))
+    motion = dataclasses.asdict(load_make_weights_config(configs / "make_weights_motion.yaml"))
+    changed = sorted(k for k in base if base[k] != motion[k])
+    assert changed == ["ik_alone", "pretrain_targets", "weights_dir", "work_dir"]
+    assert base["ik_alone"]["steps"] == 0 and motion["ik_alone"]["steps"] > 0
+    assert base["pretrain_targets"]["motion_weight"] == 0 and motion["pretrain_targets"]["motion_weight"] > 0
+    assert motion["weights_dir"] != "weights"  # the variant never overwrites the shipped weights

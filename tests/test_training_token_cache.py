@@ -126,6 +126,57 @@ def test_ik_study_reports_oracle_static_and_constant_speed(gt_data, tmp_path):
     assert res["l2"]["constant_speed"]["l2_1s"] < 5.0  # the synthetic ego drives nearly at constant speed
 
 
+def test_ik_net_trained_alone_starts_the_ik_stage(gt_data, tmp_path):
+    from safetensors.torch import load_file
+
+    from agent.model.pipeline import load_pipeline
+    from training.config import ConfigError
+    from training.ik_study import load_ik_net, run_study
+    from training.train import build_model
+
+    acc = Accelerator(cpu=True)
+    run(_cfg("pretrain_encoder", gt_data, tmp_path / "pre"), accelerator=acc)
+    pre = str(tmp_path / "pre" / "final")
+    run_study(pre, [str(gt_data)], str(gt_data), [1.0, 2.0], steps=2, batch_size=4, max_val=4,
+              save_dir=str(tmp_path / "ik0"), log=lambda m: None)
+    saved = load_file(str(tmp_path / "ik0" / "ik_net.safetensors"))
+    cfg = _cfg("train", gt_data, tmp_path / "ik", encoder_from=pre, ik_net_from=str(tmp_path / "ik0"),
+               overrides={"future_horizons_s": [1.0, 2.0]})
+    model = build_model(cfg.model, 0)
+    load_ik_net(model, tmp_path / "ik0")
+    for name, value in model.ik_net.state_dict().items():
+        assert torch.equal(value, saved[f"ik_net.{name}"]), name
+    assert bool(model.normalizer.fitted) and torch.equal(model.normalizer.std, saved["normalizer.std"])
+    other = build_model(_cfg("train", gt_data, tmp_path / "x", overrides={"future_horizons_s": [2.0]}).model, 0)
+    with pytest.raises(ValueError, match="trained for horizons_s"):
+        load_ik_net(other, tmp_path / "ik0")
+    run(cfg, accelerator=acc)
+    trained = load_pipeline(tmp_path / "ik" / "final").model
+    assert torch.equal(trained.normalizer.mean, saved["normalizer.mean"])  # taken over, not refitted
+    bad = _cfg("train", gt_data, tmp_path / "sc", kind="shortcut", encoder_from=pre, ik_net_from=str(tmp_path / "ik0"))
+    with pytest.raises(ConfigError, match="ik_net_from"):
+        run(bad, accelerator=acc)
+
+
+def test_pixel_study_stacks_real_or_static_futures_and_reports(gt_data):
+    from training.dataset import frame_images
+    from training.pixel_study import PixelSamples, run_study
+
+    eps = scan_dataset(gt_data).episodes
+    samples = PixelSamples(eps, IMAGE, [1.0, 2.0], max_frames=10)
+    frames, traj, speed = samples.batch([3, 4])
+    assert frames.shape == (2, 1, 3, 3, *IMAGE) and frames.dtype == torch.uint8 and traj.shape == (2, 6, 2)
+    e, f = int(samples.ds.index.episodes[3]), int(samples.ds.index.frames[3])
+    np.testing.assert_array_equal(frames[0, :, 2].numpy(), frame_images(eps[e], f + 20, [0], IMAGE))  # 2 s = 20 frames
+    static, _, _ = samples.batch([3, 4], static=True)
+    assert torch.equal(static[:, :, 1], static[:, :, 0]) and torch.equal(static[:, :, 0], frames[:, :, 0])
+    assert not torch.equal(static, frames)
+    res = run_study([str(gt_data)], str(gt_data), [1.0, 2.0], IMAGE, steps=3, batch_size=4, max_val=8, log=lambda m: None)
+    assert res["val_samples"] == 8
+    for mode in ("oracle", "static", "constant_speed"):
+        assert all(math.isfinite(v) for v in res["l2"][mode].values()), mode
+
+
 def test_command_probe_orders_plans_per_command(gt_data, tmp_path):
     from agent.model.presets import build_preset
     from training.future_oracle import command_probe

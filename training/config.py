@@ -176,6 +176,10 @@ class ModelConfig:
     activations in the backward pass (less memory). ``encoder_from``: a stage-(a) output folder whose encoder weights
     are loaded (strictly) into the model's vision encoder. ``init_from``: a saved model folder to
     start from (``from_pretrained``). ``freeze_encoder``: keep the vision encoder fixed.
+    ``ik_net_from``: an IK net trained alone on the frozen encoder's real-future tokens
+    (``python -m training.ik_study --save DIR``): its weights and trajectory normaliser start the IK
+    model's IK net (strictly: same IK config, token layout and future frames; the normaliser is
+    taken, not refitted, so the IK net's outputs keep their meaning).
     """
 
     kind: Literal["ik", "shortcut"] = "ik"
@@ -188,6 +192,7 @@ class ModelConfig:
     encoder_from: str | None = None
     init_from: str | None = None
     freeze_encoder: bool = True
+    ik_net_from: str | None = None
 
 
 @dataclass
@@ -215,6 +220,10 @@ class PretrainConfig:
     ``depth_weight`` / ``semantic_weight`` > 0 add the dense targets (episodes recorded with
     ``--ground-truth``): log planar depth clipped to [``min_depth_m``, ``max_depth_m``] (L1) and the
     CARLA semantic tag (cross-entropy over ``num_semantic_classes``), per cell of the same grid.
+    ``motion_weight`` > 0 adds the ego-motion objective (a cross-view objective): a small token
+    matcher over the tokens of the current frame and of one future frame (a random horizon of the
+    model's ``future.horizons_s`` per sample) regresses where the ego is at that future frame
+    (smooth L1 on metres / ``motion_scale_m``), so matching tokens across frames reveals the motion.
     """
 
     target_downsample: int = 2
@@ -225,6 +234,8 @@ class PretrainConfig:
     min_depth_m: float = 1.0
     max_depth_m: float = 100.0
     num_semantic_classes: int = 29
+    motion_weight: float = 0.0
+    motion_scale_m: float = 10.0
 
 
 @dataclass

@@ -20,7 +20,9 @@ With a token cache (:class:`training.token_cache.TokenCache` of a frozen encoder
 replaced by the cached tokens: ``visual_tokens`` float32 [K, D] and ``future_tokens`` float32
 [F, K, D]. With ``ground_truth`` (encoder pre-training) a sample also carries ``depth`` float32
 [C, H, W] (planar metres) and ``semantic`` int64 [C, H, W] (CARLA tags), resized (nearest) to
-``image_size``.
+``image_size``. With ``with_motion`` (the encoder's ego-motion objective) it carries
+``future_position`` float32 [F, 2]: the ego's actual position at each future frame, ego frame of t, m
+(x forward, y right; from the recorded ``trajectory``, never the perturbed-label plan).
 
 Images are resized with ``cv2.INTER_AREA`` by :func:`preprocess_image`, which must match what the
 agent does at run time.
@@ -86,6 +88,18 @@ def future_offsets(ep: Episode, horizon_s: float | Sequence[float] | None) -> li
     return [future_offset(ep, float(h)) for h in horizon_s]
 
 
+def motion_waypoints(ep: Episode, offsets: Sequence[int]) -> list[int]:
+    """Index into the recorded ``trajectory`` (the ego's actual future positions) of each future
+    frame offset: where the ego really is when the future frame is taken."""
+    out = []
+    for off in offsets:
+        if off % ep.meta.waypoint_stride or not 1 <= off // ep.meta.waypoint_stride <= ep.meta.num_waypoints:
+            raise ValueError(f"{ep.path}: future frame offset {off} is not one of the trajectory's waypoints "
+                             f"(every {ep.meta.waypoint_stride} frames, {ep.meta.num_waypoints} of them)")
+        out.append(off // ep.meta.waypoint_stride - 1)
+    return out
+
+
 def build_index(
     episodes: Sequence[Episode],
     perturbed_label: Literal["plan", "actual", "drop"] = "plan",
@@ -139,6 +153,7 @@ class DrivingDataset(torch.utils.data.Dataset):
         ground_truth: add each camera's ``depth`` and ``semantic`` ground truth (recorded with
             ``--ground-truth``).
         with_future: add the future frames (images or tokens); False for models that do not use them.
+        with_motion: add ``future_position`` (each horizon must be one of the trajectory's waypoints).
     """
 
     def __init__(
@@ -155,15 +170,18 @@ class DrivingDataset(torch.utils.data.Dataset):
         tokens: Any = None,
         ground_truth: bool = False,
         with_future: bool = True,
+        with_motion: bool = False,
     ) -> None:
         self.episodes = list(episodes)
         self.image_size = tuple(image_size)
         self.index = build_index(self.episodes, perturbed_label, max_frames, horizon_s)
         self.future_offsets = [future_offsets(ep, horizon_s) for ep in self.episodes]
         self.frame_axis = not (horizon_s is None or isinstance(horizon_s, (int, float)))
+        self._tokens = None
         self.tokens = tokens
-        if tokens is not None and len(tokens) != len(self.episodes):
-            raise ValueError(f"tokens: the cache holds {len(tokens)} episodes, the dataset {len(self.episodes)}")
+        self.with_motion = with_motion
+        self.motion_waypoints = [motion_waypoints(ep, offs) for ep, offs in zip(self.episodes, self.future_offsets)] \
+            if with_motion else []
         self.ground_truth = ground_truth
         if ground_truth:
             missing = [str(ep.path) for ep in self.episodes if not {"depth", "semantic"} <= set(ep.meta.ground_truth)]
@@ -193,6 +211,17 @@ class DrivingDataset(torch.utils.data.Dataset):
         if len(nwp) > 1:
             raise ValueError(f"episodes have different waypoint counts {sorted(nwp)}")
         self.num_waypoints = nwp.pop() if nwp else 0
+
+    @property
+    def tokens(self) -> Any:
+        """The frozen encoder's token cache (``training.token_cache``), or None: samples carry images."""
+        return self._tokens
+
+    @tokens.setter
+    def tokens(self, cache: Any) -> None:
+        if cache is not None and len(cache) != len(self.episodes):
+            raise ValueError(f"tokens: the cache holds {len(cache)} episodes, the dataset {len(self.episodes)}")
+        self._tokens = cache
 
     def __len__(self) -> int:
         return int(self.index.frames.shape[0])
@@ -268,6 +297,8 @@ class DrivingDataset(torch.utils.data.Dataset):
             if self.with_future:
                 future = [self._images(e, t) for t in futures]
                 sample["future_images"] = torch.from_numpy(np.stack(future) if self.frame_axis else future[0])
+        if self.with_motion:
+            sample["future_position"] = torch.from_numpy(a["trajectory"][f][self.motion_waypoints[e]].astype(np.float32))
         if self.ground_truth:
             depth, tags = self._ground_truth(e, f)
             sample["depth"], sample["semantic"] = torch.from_numpy(depth), torch.from_numpy(tags)

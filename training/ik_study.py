@@ -14,6 +14,11 @@ because every frame is encoded once (``training.token_cache``).
 
 Prints one JSON object (also written to ``--out``): the configuration, timings, and
 ``l2[mode]["l2_1s" | "l2_2s" | "l2_3s"]`` for mode in oracle / static / constant_speed.
+
+``--save DIR`` also writes the trained IK net (:func:`save_ik_net`: ``ik_net.safetensors`` with the
+IK net's and the trajectory normaliser's tensors, ``ik_net.json`` with what they were trained
+for), which ``model.ik_net_from`` of stage (b) starts from: the IK net first learns to read the
+real motion with cheap steps (no VLA in the loop), then trains with the VLA.
 """
 
 from __future__ import annotations
@@ -39,6 +44,74 @@ def constant_speed_plan(speed: np.ndarray, num_waypoints: int, dt: float) -> np.
     return plan
 
 
+IK_WEIGHTS = "ik_net.safetensors"
+IK_META = "ik_net.json"
+
+
+def ik_net_meta(ik_config: dict[str, Any], vision_config: dict[str, Any], horizons: Sequence[float],
+                num_waypoints: int) -> dict[str, Any]:
+    """What a saved IK net must match in the model that loads it."""
+    return {"ik_net": ik_config, "vision": vision_config, "horizons_s": [float(h) for h in horizons],
+            "num_waypoints": int(num_waypoints)}
+
+
+def save_ik_net(path: str | Path, net: torch.nn.Module, normalizer: torch.nn.Module, meta: dict[str, Any]) -> None:
+    """``ik_net.safetensors`` (``ik_net.*`` and ``normalizer.*`` tensors) and ``ik_net.json``."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    tensors = {f"ik_net.{k}": v for k, v in net.state_dict().items()}
+    tensors.update({f"normalizer.{k}": v for k, v in normalizer.state_dict().items()})
+    save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(path / IK_WEIGHTS))
+    (path / IK_META).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+
+
+def load_ik_net(model: Any, path: str | Path) -> None:
+    """Load a saved IK net and its normaliser into an IK model (strict; see :func:`ik_net_meta`)."""
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if not (path / IK_WEIGHTS).is_file() or not (path / IK_META).is_file():
+        raise FileNotFoundError(f"{path}: not a saved IK net folder (needs {IK_WEIGHTS} and {IK_META})")
+    saved = json.loads((path / IK_META).read_text())
+    cfg = model.config
+    want = ik_net_meta(dataclasses.asdict(cfg.ik_net), cfg.vision.to_dict(), cfg.future.horizons_s, cfg.num_waypoints)
+    want = json.loads(json.dumps(want))  # tuples as JSON reads them back
+    for key in want:
+        a, b = saved.get(key), want[key]
+        if key == "vision":
+            a, b = {k: v for k, v in (a or {}).items() if k != "freeze"}, {k: v for k, v in b.items() if k != "freeze"}
+        if a != b:
+            raise ValueError(f"{path}: the IK net was trained for {key} {a}, the model has {b}")
+    tensors = load_file(str(path / IK_WEIGHTS))
+    for prefix, module in (("ik_net.", model.ik_net), ("normalizer.", model.normalizer)):
+        module.load_state_dict({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}, strict=True)
+
+
+def study_step(opt: torch.optim.Optimizer, loss: torch.Tensor, lr: float, step: int, steps: int, log=print,
+               warmup_steps: int = 100) -> None:
+    """One optimizer step of a study: linear warm-up then cosine down to 0.1 x ``lr``, gradient
+    norm clipped at 1; logs the loss every 250 steps and at the last."""
+    for g in opt.param_groups:
+        g["lr"] = lr * min(1.0, (step + 1) / max(warmup_steps, 1)) * (0.55 + 0.45 * np.cos(np.pi * step / steps))
+    opt.zero_grad()
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_([p for g in opt.param_groups for p in g["params"]], 1.0)
+    opt.step()
+    if step % 250 == 0 or step == steps - 1:
+        log(f"step {step} loss {float(loss.detach()):.4f}")
+
+
+def emit_result(result: dict[str, Any], out: str | None) -> None:
+    """Print a study's JSON result and also write it to ``out`` (when given)."""
+    text = json.dumps(result, indent=2)
+    print(text)
+    if out:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        Path(out).write_text(text + "\n")
+
+
 def _stack(ds: Any, indices: Sequence[int]) -> dict[str, torch.Tensor]:
     from training.dataset import collate
 
@@ -46,9 +119,10 @@ def _stack(ds: Any, indices: Sequence[int]) -> dict[str, torch.Tensor]:
 
 
 def run_study(encoder_dir: str, train_dirs: Sequence[str], val_dir: str, horizons: Sequence[float], *,
-              steps: int = 1500, batch_size: int = 64, lr: float = 3e-4, seed: int = 0, max_val: int = 512,
+              steps: int = 1500, batch_size: int = 64, lr: float = 3e-4, warmup_steps: int = 100, seed: int = 0,
+              max_val: int = 512,
               preset_overrides: dict[str, Any] | None = None, ik_overrides: dict[str, Any] | None = None,
-              log=print) -> dict[str, Any]:
+              save_dir: str | None = None, log=print) -> dict[str, Any]:
     """Train the IK net alone on real-future tokens and measure oracle / static L2 (module doc)."""
     from agent.model.diffusion import build_inference_scheduler, build_train_scheduler, ddim_sample
     from agent.model.ik_net import IKNet
@@ -104,15 +178,12 @@ def run_study(encoder_dir: str, train_dirs: Sequence[str], val_dir: str, horizon
         k = torch.randint(0, ik_cfg.num_train_timesteps, (batch_size,), generator=gen)
         out = net(sched.add_noise(x0, noise, k), k, b["visual_tokens"], b["future_tokens"].flatten(1, 2))
         loss = F.mse_loss(out, x0 if ik_cfg.prediction_type == "sample" else noise)
-        for g in opt.param_groups:
-            g["lr"] = lr * min(1.0, (step + 1) / 100) * (0.55 + 0.45 * np.cos(np.pi * step / steps))
-        opt.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
-        opt.step()
-        if step % 250 == 0 or step == steps - 1:
-            log(f"step {step} loss {float(loss.detach()):.4f}")
+        study_step(opt, loss, lr, step, steps, log, warmup_steps)
     train_s = time.perf_counter() - t1
+    if save_dir is not None:
+        vision_cfg = dict(cfg.vision.to_dict())
+        save_ik_net(save_dir, net, normalizer, ik_net_meta(dataclasses.asdict(ik_cfg), vision_cfg, horizons,
+                                                         cfg.num_waypoints) | {"encoder": str(encoder_dir)})
 
     net.eval()
     infer = build_inference_scheduler(ik_cfg)
@@ -139,7 +210,7 @@ def run_study(encoder_dir: str, train_dirs: Sequence[str], val_dir: str, horizon
     return {
         "encoder": str(encoder_dir), "horizons_s": list(horizons), "image_size": list(cfg.image_size),
         "patch_size": cfg.vision.patch_size, "tokens_per_frame": cfg.vision.tokens_per_frame,
-        "ik_net": dataclasses.asdict(ik_cfg), "steps": steps, "batch_size": batch_size,
+        "ik_net": dataclasses.asdict(ik_cfg), "steps": steps, "batch_size": batch_size, "warmup_steps": warmup_steps,
         "train_samples": len(train_ds), "val_samples": len(val_ds),
         "token_cache_s": round(cache_s, 1), "train_s": round(train_s, 1), "s_per_step": round(train_s / max(steps, 1), 3),
         "l2": result,
@@ -162,18 +233,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", default=None, help="also write the JSON result here")
+    parser.add_argument("--save", default=None, help="also save the trained IK net here (model.ik_net_from)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     ik = {k: v for k, v in (("flow_heads", args.flow_heads), ("memory_layers", args.memory_layers),
                             ("flow_values", args.flow_values)) if v is not None}
     result = run_study(args.encoder, args.train, args.val, args.horizons, steps=args.steps, batch_size=args.batch_size,
-                       lr=args.lr, seed=args.seed, max_val=args.max_val, ik_overrides=ik,
+                       lr=args.lr, seed=args.seed, max_val=args.max_val, ik_overrides=ik, save_dir=args.save,
                        log=lambda m: print(m, file=sys.stderr, flush=True))
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(text + "\n")
+    emit_result(result, args.out)
     return 0
 
 

@@ -9,7 +9,9 @@ Steps (each logged with its wall time; all outputs under ``work_dir``):
    suite uses); perturbations on the training runs only (``training.collection``);
 2. stage (a): pre-train the tiny vision encoder (image reconstruction plus, with ground truth, depth
    and semantic targets), then freeze it;
-3. stage (b): train the IK model (future-state loss + IK net) on the frozen encoder's cached tokens;
+3. with ``ik_alone.steps`` > 0: train the IK net alone on the frozen encoder's tokens of the real
+   future frames (``training.ik_study``, cheap steps with no VLA in the loop), then stage (b) starts
+   from it; stage (b): train the IK model (future-state loss + IK net) on the cached tokens;
 4. stage (b): train the shortcut baseline on the same data and the same frozen encoder;
 5. copy both models into ``weights_dir``/ik-tiny and ``weights_dir``/shortcut-tiny with their
    ``agent.yaml``, training logs and a model card (README.md) holding the data, the command lines,
@@ -77,6 +79,8 @@ class MakeWeightsConfig:
     pretrain: StageSteps = field(default_factory=lambda: StageSteps(steps=600, lr=1e-3))
     pretrain_targets: PretrainConfig = field(default_factory=PretrainConfig)
     pretrain_max_frames: int | None = None
+    ik_alone: StageSteps = field(default_factory=lambda: StageSteps(steps=0))
+    ik_alone_batch_size: int = 64
     ik: StageSteps = field(default_factory=lambda: StageSteps(steps=2000))
     shortcut: StageSteps = field(default_factory=lambda: StageSteps(steps=2000))
     batch_size: int = 16
@@ -98,6 +102,7 @@ def quick(cfg: MakeWeightsConfig) -> MakeWeightsConfig:
     return dataclasses.replace(
         cfg, train_repetitions=1, val_repetitions=1, max_ticks=200, generated_train_suites=[], pretrain_max_frames=None,
         pretrain=StageSteps(steps=20, lr=1e-3, warmup_steps=5), ik=StageSteps(steps=20, warmup_steps=5),
+        ik_alone=StageSteps(steps=min(cfg.ik_alone.steps, 5)), ik_alone_batch_size=8,
         shortcut=StageSteps(steps=20, warmup_steps=5), eval_every=20, max_val_frames=32,
     )
 
@@ -154,7 +159,7 @@ def generated_routes(cfg: MakeWeightsConfig) -> list[str]:
 
 
 def stage_config(cfg: MakeWeightsConfig, stage: str, kind: str, steps: StageSteps, data: Path, out: Path,
-                 encoder: Path | None) -> TrainConfig:
+                 encoder: Path | None, ik_net_from: Path | None = None) -> TrainConfig:
     pretrain = stage == "pretrain_encoder"
     extra = [str(data / "train_gen")] if cfg.generated_train_suites and not pretrain else []
     return TrainConfig(
@@ -163,7 +168,8 @@ def stage_config(cfg: MakeWeightsConfig, stage: str, kind: str, steps: StageStep
                         max_val_frames=cfg.max_val_frames, token_cache=cfg.token_cache and not pretrain,
                         max_train_frames=cfg.pretrain_max_frames if pretrain else None),
         model=ModelConfig(kind=kind, overrides=dict(cfg.model_overrides),  # type: ignore[arg-type]
-                          encoder_from=str(encoder) if encoder else None, freeze_encoder=True),
+                          encoder_from=str(encoder) if encoder else None, freeze_encoder=True,
+                          ik_net_from=str(ik_net_from) if ik_net_from else None),
         optim=OptimConfig(lr=steps.lr, warmup_steps=steps.warmup_steps, max_steps=steps.steps, batch_size=cfg.batch_size),
         pretrain=cfg.pretrain_targets if cfg.ground_truth else PretrainConfig(),
         log=LogConfig(output_dir=str(out), log_every=25, eval_every=cfg.eval_every, save_every=cfg.eval_every, keep_last=1),
@@ -239,6 +245,11 @@ def model_card(name: str, kind: str, cfg: MakeWeightsConfig, manifests: dict[str
         f"\n- generated training suites (bench kinds, training seed range, suites {cfg.generated_train_suites}): "
         f"{gen['episodes']} episodes, {gen['frames']} frames")
     val = results.get("last_val", {})
+    alone_text = "" if kind != "ik" or cfg.ik_alone.steps <= 0 else (
+        f"1b. the IK net alone on the frozen encoder's tokens of the real future frames "
+        f"(`training.ik_study`): {cfg.ik_alone.steps} steps, batch {cfg.ik_alone_batch_size}, lr {cfg.ik_alone.lr}; "
+        "the IK model's IK net and trajectory normaliser start from it\n")
+    motion = cfg.pretrain_targets.motion_weight > 0 and cfg.ground_truth
     metric_rows = "\n".join(f"| {k} | {v:.4g} |" for k, v in sorted(val.items()))
     what = ("IK-grounded VLA (vision encoder -> Qwen2-style VLA predicting the future visual tokens -> "
             "IK net decoding the trajectory from current + predicted future tokens)" if kind == "ik" else
@@ -269,8 +280,8 @@ the camera frames {horizons} s later.
 - git revision at collection: {manifests['train'].get('git_revision')}
 
 ## Training
-1. encoder pre-training (image reconstruction{', depth and semantic targets' if cfg.ground_truth else ''} from patch tokens): {cfg.pretrain.steps} steps, lr {cfg.pretrain.lr}
-2. {'IK model' if kind == 'ik' else 'shortcut baseline'}: {(cfg.ik if kind == 'ik' else cfg.shortcut).steps} steps,
+1. encoder pre-training (image reconstruction{', depth and semantic targets' if cfg.ground_truth else ''}{', ego motion between frames' if motion else ''} from patch tokens): {cfg.pretrain.steps} steps, lr {cfg.pretrain.lr}
+{alone_text}2. {'IK model' if kind == 'ik' else 'shortcut baseline'}: {(cfg.ik if kind == 'ik' else cfg.shortcut).steps} steps,
    batch {cfg.batch_size}, AdamW lr {(cfg.ik if kind == 'ik' else cfg.shortcut).lr}, cosine schedule, encoder frozen
 
 Wall time on this machine ({platform.processor() or platform.machine()}, {cfg.num_threads} torch threads):
@@ -316,6 +327,35 @@ def finished_stage(stage: TrainConfig) -> Any:
     return TrainResult(**{k: result[k] for k in TrainResult.__dataclass_fields__ if k in result})
 
 
+def ik_alone_stage(cfg: MakeWeightsConfig, data: Path, out: Path, encoder: Path, resume: bool) -> dict[str, Any]:
+    """Train the IK net alone on real-future tokens (``training.ik_study``) into ``out``; returns the
+    study's result (its ``train_s`` / ``token_cache_s`` and oracle / static L2 on ``val``). With
+    ``resume`` a folder already trained with these very settings is reused."""
+    from training.ik_study import IK_WEIGHTS, run_study
+
+    overrides = {k: (tuple(v) if k == "image_size" else v) for k, v in cfg.model_overrides.items() if k != "future_horizons_s"}
+    horizons = [float(h) for h in cfg.model_overrides.get("future_horizons_s", [3.0])]
+    train = [str(data / "train")] + ([str(data / "train_gen")] if cfg.generated_train_suites else [])
+    settings = {"encoder": str(encoder), "train": train, "horizons_s": horizons, "steps": cfg.ik_alone.steps,
+                "lr": cfg.ik_alone.lr, "warmup_steps": cfg.ik_alone.warmup_steps, "batch_size": cfg.ik_alone_batch_size,
+                "overrides": cfg.model_overrides, "seed": cfg.seed, "max_val": cfg.max_val_frames}
+    done = out / "result.json"
+    if resume and done.is_file() and (out / IK_WEIGHTS).is_file():
+        saved = json.loads(done.read_text())
+        if saved.get("settings") == json.loads(json.dumps(settings)):
+            logger.info("%s: finished with these settings, reused", out)
+            return saved
+    result = run_study(str(encoder), train, str(data / "val"), horizons, steps=cfg.ik_alone.steps,
+                       batch_size=cfg.ik_alone_batch_size, lr=cfg.ik_alone.lr, warmup_steps=cfg.ik_alone.warmup_steps,
+                       seed=cfg.seed, max_val=cfg.max_val_frames,
+                       preset_overrides=overrides, save_dir=str(out), log=logger.info)
+    result["settings"] = settings
+    tmp = done.with_suffix(".tmp")
+    tmp.write_text(json.dumps(result, indent=2, sort_keys=True, default=str))
+    os.replace(tmp, done)
+    return result
+
+
 def run_stage(stage: TrainConfig, resume: bool) -> Any:
     """Train one stage, or reuse it when it already finished with this config (``--resume``)."""
     from training.train import run as train_run
@@ -355,8 +395,15 @@ def run(cfg: MakeWeightsConfig, command: str, resume: bool = False) -> dict[str,
     encoder = Path(pre.final_model)
 
     results: dict[str, Any] = {"pretrain": dataclasses.asdict(pre)}
+    ik_net_from = None
+    if cfg.ik_alone.steps > 0:
+        alone = ik_alone_stage(cfg, data, work / "ik-alone", encoder, resume)
+        timings["IK net alone"] = alone["train_s"] + alone["token_cache_s"]
+        results["ik-alone"] = alone
+        ik_net_from = work / "ik-alone"
     for name, kind, steps in (("ik-tiny", "ik", cfg.ik), ("shortcut-tiny", "shortcut", cfg.shortcut)):
-        res = run_stage(stage_config(cfg, "train", kind, steps, data, work / name, encoder), resume)
+        res = run_stage(stage_config(cfg, "train", kind, steps, data, work / name, encoder,
+                                     ik_net_from if kind == "ik" else None), resume)
         timings[f"{name} training"] = res.wall_s
         results[name] = dataclasses.asdict(res)
     stage_times = dict(timings)
@@ -364,7 +411,8 @@ def run(cfg: MakeWeightsConfig, command: str, resume: bool = False) -> dict[str,
         from agent.model import load_model
 
         params = load_model(results[name]["final_model"]).parameter_counts()
-        shown = {k: v for k, v in stage_times.items() if k in ("data collection", "encoder pre-training", f"{name} training")}
+        own = ("data collection", "encoder pre-training", f"{name} training") + (("IK net alone",) if kind == "ik" else ())
+        shown = {k: v for k, v in stage_times.items() if k in own}
         card = model_card(name, kind, cfg, manifests, shown, results[name], params, command)
         # the shortcut's regression head is deterministic: more draws would all be the same plan
         agent_yaml = AGENT_YAML.format(rel=f"{cfg.weights_dir}/{name}", acceleration_source="imu", reach=4.0, spacing=50.0,

@@ -16,6 +16,13 @@ predict, per cell of the same sub-patch grid, the log of the planar depth (clipp
 road edge, the lane mark or the car lies: the sub-patch geometry that lets the IK net read the
 motion between two frames from their tokens.
 
+Ego motion (``motion_weight`` > 0, a cross-view objective): the encoder also encodes one future
+frame per sample (a random horizon of the model's ``future.horizons_s``), and a :class:`MotionHead`
+(the IK net's token matcher, the same soft camera-by-camera matching, then an MLP over the K matched
+features) regresses where the ego is at that frame, from the two token grids alone. The gradient
+shapes the tokens so that a patch can be found again in a later frame and its displacement read,
+which is what the IK net has to do; the head is dropped afterwards.
+
 Output folder: ``encoder.safetensors`` (the vision encoder's state dict, keys as in
 ``model.get_vision_encoder().state_dict()``), ``head.safetensors`` and ``pretrain.json``
 (vision config, head shape, metrics).
@@ -68,6 +75,23 @@ class PatchReconstructionHead(nn.Module):
         return x.reshape(b, self.num_cameras, ch, rows * c, cols * c)
 
 
+class MotionHead(nn.Module):
+    """``forward(current [B, K, D], future [B, K, D]) -> [B, 2]``: the ego's position at the future
+    frame, ego frame of the current one, in units of ``motion_scale_m`` (x forward, y right)."""
+
+    def __init__(self, hidden_size: int, grid: tuple[int, int], num_cameras: int, width: int = 32, heads: int = 4,
+                 values: int = 8) -> None:
+        super().__init__()
+        from agent.model.ik_net import TokenMatcher
+
+        num_tokens = num_cameras * grid[0] * grid[1]
+        self.matcher = TokenMatcher(hidden_size, width, heads, (num_cameras, grid[0], grid[1]), 1, values=values)
+        self.out = nn.Sequential(nn.Linear(num_tokens * width, 128), nn.GELU(), nn.Linear(128, 2))
+
+    def forward(self, current: torch.Tensor, future: torch.Tensor) -> torch.Tensor:
+        return self.out(self.matcher(current, future).flatten(1))  # [B, K, width] -> [B, 2]
+
+
 def depth_target(depth: torch.Tensor, downsample: int, min_m: float, max_m: float) -> torch.Tensor:
     """[B, N, H, W] planar depth (m) -> [B, N, 1, H / s, W / s] mean log depth per cell, clipped."""
     b, n, h, w = depth.shape
@@ -118,10 +142,16 @@ class EncoderPretrainModule(nn.Module):
         self.depth_head = PatchReconstructionHead(*args, channels=1) if cfg.depth_weight > 0 else None
         self.semantic_head = (PatchReconstructionHead(*args, channels=cfg.num_semantic_classes)
                               if cfg.semantic_weight > 0 else None)
+        self.motion_head = MotionHead(vc.hidden_size, vc.grid_size, vc.num_cameras) if cfg.motion_weight > 0 else None
 
     @property
     def needs_ground_truth(self) -> bool:
         return self.depth_head is not None or self.semantic_head is not None
+
+    @property
+    def needs_motion(self) -> bool:
+        """Samples must carry future frames and the ego's position at them."""
+        return self.motion_head is not None
 
     def reconstruct(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         tokens = self.encoder(images)  # [B, K, D]
@@ -130,7 +160,9 @@ class EncoderPretrainModule(nn.Module):
     def forward(self, batch: torch.Tensor | dict[str, torch.Tensor],
                 generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """``batch``: images [B, N, 3, H, W], or a dict with ``images`` and, for the dense targets,
-        ``depth`` [B, N, H, W] (m) and ``semantic`` [B, N, H, W] (tags)."""
+        ``depth`` [B, N, H, W] (m) and ``semantic`` [B, N, H, W] (tags); for the ego-motion target,
+        ``future_images`` [B, F, N, 3, H, W] and ``future_position`` [B, F, 2] (m). Training draws one
+        horizon per sample with ``generator``; in eval mode every horizon is scored."""
         cfg = self.cfg
         images = batch["images"] if isinstance(batch, dict) else batch
         tokens = self.encoder(images)  # [B, K, D]
@@ -155,11 +187,41 @@ class EncoderPretrainModule(nn.Module):
             loss = loss + cfg.semantic_weight * ce
             terms["semantic_ce"] = ce.detach()
             terms["semantic_acc"] = (logits.detach().argmax(dim=2) == tags).float().mean()
+        if self.motion_head is not None:
+            motion_loss, motion_terms = self.motion_loss(batch, tokens, generator)
+            loss = loss + cfg.motion_weight * motion_loss
+            terms.update(motion_terms)
+        return loss, terms
+
+    def motion_loss(self, batch: Any, tokens: torch.Tensor,
+                    generator: torch.Generator | None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Smooth L1 of the ego position at the future frame(s), and its mean L2 error in metres."""
+        if not isinstance(batch, dict) or "future_images" not in batch or "future_position" not in batch:
+            raise ValueError("pretrain: the ego-motion target needs future_images and future_position in the batch")
+        future, position = batch["future_images"], batch["future_position"]  # [B, F, N, 3, H, W], [B, F, 2]
+        if future.ndim != 6 or position.shape[:2] != future.shape[:2]:
+            raise ValueError(f"pretrain: future_images {tuple(future.shape)} / future_position {tuple(position.shape)} "
+                             "must be [B, F, N, 3, H, W] / [B, F, 2]")
+        b, nf = position.shape[:2]
+        if self.training:
+            pick = torch.randint(0, nf, (b,), generator=generator).to(future.device)
+            rows = torch.arange(b, device=future.device)
+            frames, targets, current = future[rows, pick], position[rows, pick], tokens
+        else:  # every horizon: [F B, ...], horizon-major
+            frames, targets = future.transpose(0, 1).flatten(0, 1), position.transpose(0, 1).flatten(0, 1)
+            current = tokens.repeat(nf, 1, 1)
+        pred = self.motion_head(current, self.encoder(frames)) * self.cfg.motion_scale_m  # [B', 2] m
+        loss = F.smooth_l1_loss(pred / self.cfg.motion_scale_m, targets / self.cfg.motion_scale_m)
+        err = (pred.detach() - targets).norm(dim=-1)  # [B'] m
+        terms = {"motion_l2_m": err.mean()}
+        if not self.training:
+            for j, e in enumerate(err.view(nf, b)):
+                terms[f"motion_l2_m_frame{j}"] = e.mean()
         return loss, terms
 
 
 class EncoderPretrainTask:
-    """:class:`training.trainer.Task` of stage (a). Trains on current AND future frames' images."""
+    """:class:`training.trainer.Task` of stage (a)."""
 
     def __init__(self, encoder: nn.Module, cfg: PretrainConfig, vision_config: dict[str, Any]) -> None:
         encoder.set_frozen(False)
@@ -171,10 +233,18 @@ class EncoderPretrainTask:
         """The datasets must carry depth and semantic ground truth."""
         return self.module.needs_ground_truth
 
+    @property
+    def needs_motion(self) -> bool:
+        """The datasets must carry future frames and ``future_position`` (``with_motion``)."""
+        return self.module.needs_motion
+
     def make_batch(self, samples: dict[str, torch.Tensor], device: torch.device) -> torch.Tensor | dict[str, torch.Tensor]:
-        if not self.module.needs_ground_truth:
+        if not (self.module.needs_ground_truth or self.module.needs_motion):
             return samples["images"].to(device)
-        return {k: samples[k].to(device) for k in ("images", "depth", "semantic")}
+        keys = ["images"]
+        keys += ["depth", "semantic"] if self.module.needs_ground_truth else []
+        keys += ["future_images", "future_position"] if self.module.needs_motion else []
+        return {k: samples[k].to(device) for k in keys}
 
     @torch.no_grad()
     def evaluate(self, module: nn.Module, val_dataset: Any, device: torch.device) -> dict[str, float]:
@@ -209,16 +279,21 @@ class EncoderPretrainTask:
     def load(self, module: nn.Module, path: Path) -> None:
         module.encoder.load_state_dict(load_file(str(Path(path) / ENCODER_WEIGHTS)), strict=True)
         heads = load_file(str(Path(path) / HEAD_WEIGHTS))
-        module.head.load_state_dict({k: v for k, v in heads.items() if not k.startswith(("depth.", "semantic."))}, strict=True)
-        for prefix, head in (("depth.", module.depth_head), ("semantic.", module.semantic_head)):
+        prefixes = tuple(prefix for prefix, _ in _prefixed_heads(module))
+        module.head.load_state_dict({k: v for k, v in heads.items() if not k.startswith(prefixes)}, strict=True)
+        for prefix, head in _prefixed_heads(module):
             if head is not None:
                 head.load_state_dict({k[len(prefix):]: v for k, v in heads.items() if k.startswith(prefix)}, strict=True)
+
+
+def _prefixed_heads(module: EncoderPretrainModule) -> list[tuple[str, nn.Module | None]]:
+    return [("depth.", module.depth_head), ("semantic.", module.semantic_head), ("motion.", module.motion_head)]
 
 
 def _heads_state(module: EncoderPretrainModule) -> dict[str, torch.Tensor]:
     """Every head's tensors; the RGB head keeps its bare names, the others are prefixed."""
     state = {k: v for k, v in module.head.state_dict().items()}
-    for prefix, head in (("depth.", module.depth_head), ("semantic.", module.semantic_head)):
+    for prefix, head in _prefixed_heads(module):
         if head is not None:
             state.update({prefix + k: v for k, v in head.state_dict().items()})
     return state
@@ -232,7 +307,8 @@ def save_pretrained_encoder(module: EncoderPretrainModule, path: str | Path, vis
     save_file({k: v.detach().cpu().contiguous() for k, v in _heads_state(module).items()}, str(path / HEAD_WEIGHTS))
     meta = {"vision": vision_config, "target_downsample": module.cfg.target_downsample,
             "foreground_weight": module.cfg.foreground_weight, "depth_weight": module.cfg.depth_weight,
-            "semantic_weight": module.cfg.semantic_weight, "num_semantic_classes": module.cfg.num_semantic_classes}
+            "semantic_weight": module.cfg.semantic_weight, "num_semantic_classes": module.cfg.num_semantic_classes,
+            "motion_weight": module.cfg.motion_weight, "motion_scale_m": module.cfg.motion_scale_m}
     (path / PRETRAIN_META).write_text(json.dumps(meta, indent=2, sort_keys=True))
 
 

@@ -158,6 +158,11 @@ def run(cfg: TrainConfig, resume: str | None = None, accelerator: Any = None) ->
         if cfg.model.encoder_from is not None:
             load_pretrained_encoder(model.get_vision_encoder(), cfg.model.encoder_from, model.config.vision.to_dict())
         model.set_vision_frozen(cfg.model.freeze_encoder)
+    if cfg.model.ik_net_from is not None and (not ik or pretrain or cfg.model.init_from is not None):
+        raise ConfigError("model.ik_net_from: only for stage 'train' of a fresh IK model (kind: ik, no init_from)")
+    motion = pretrain and task.needs_motion
+    if motion and not ik:
+        raise ConfigError("pretrain.motion_weight: needs an IK model's future.horizons_s (model.kind: ik)")
     use_cache = not pretrain and cfg.data.token_cache
     if use_cache and not model.vision_frozen:
         raise ConfigError("data.token_cache: needs a frozen encoder (model.freeze_encoder: true)")
@@ -166,7 +171,7 @@ def run(cfg: TrainConfig, resume: str | None = None, accelerator: Any = None) ->
         ds = DrivingDataset(scan.episodes, image_size=model.config.image_size, perturbed_label=cfg.data.perturbed_label,
                             max_frames=max_frames, horizon_s=horizons, cache_images=cfg.data.cache_images and not use_cache,
                             with_boxes=with_boxes, ground_truth=pretrain and task.needs_ground_truth,
-                            with_future=ik and not pretrain)
+                            with_future=(ik and not pretrain) or motion, with_motion=motion)
         if use_cache:
             from training.token_cache import build_token_cache
 
@@ -181,7 +186,11 @@ def run(cfg: TrainConfig, resume: str | None = None, accelerator: Any = None) ->
         adapted = configure_llm_training(model, cfg.model)
         if adapted:
             logger.info("LoRA rank %d on %d LLM layers", cfg.model.lora.rank, len(adapted))
-        if cfg.model.init_from is None:
+        if cfg.model.ik_net_from is not None:
+            from training.ik_study import load_ik_net
+
+            load_ik_net(model, cfg.model.ik_net_from)  # the IK net and the normaliser it was trained with
+        elif cfg.model.init_from is None:
             model.normalizer.fit(torch.from_numpy(train_ds.all_trajectories()))
         task = PlannerTask(model, cfg.eval, ego_size(train_scan), seed=cfg.seed)
     trainer = Trainer(task, train_ds, val_ds, cfg.optim, cfg.log, cfg.seed, acc, run_config=cfg)
