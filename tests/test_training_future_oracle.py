@@ -71,6 +71,8 @@ def test_cli_writes_json(data_dir, tmp_path, capsys):
     out = json.loads((tmp_path / "o.json").read_text())
     assert out["samples"] == 8 and set(out["l2"]["oracle"]) == {"l2_1s", "l2_2s", "l2_3s", "l2_avg"}
     assert "| oracle |" in capsys.readouterr().out
+    # a random IK model's predicted future moves with the target point, by a share of its spread
+    assert 0.0 < out["target"]["future_change"] < 10.0 and out["target"]["samples"] > 0
 
 
 def test_cli_of_a_shortcut_model_runs_the_command_probe_only(tmp_path):
@@ -94,5 +96,37 @@ def test_cli_of_a_shortcut_model_runs_the_command_probe_only(tmp_path):
     model.save_pretrained(tmp_path / "model")
     assert main(["--model", str(tmp_path / "model"), "--data", str(data), "--out", str(tmp_path / "o.json")]) == 0
     out = json.loads((tmp_path / "o.json").read_text())
-    assert set(out) == {"command"} and out["command"]["samples"] == len(scan_dataset(data).episodes[0].arrays["command"]) - 30
+    assert set(out) == {"command", "target"} and out["target"]["samples"] > 0 and out["command"]["samples"] == len(scan_dataset(data).episodes[0].arrays["command"]) - 30
     assert out["command"]["recorded_commands"]["STRAIGHT"] == out["command"]["samples"]
+
+
+class _TargetFollower:
+    """A stand-in pipeline whose plan ends where the prompt's target point is (or ignores it)."""
+
+    def __init__(self, follow: bool) -> None:
+        self.follow = follow
+
+    def __call__(self, inputs, generator=None, num_samples=1):
+        from agent.model.interfaces import PlanOutput
+
+        b = inputs.speed.shape[0]
+        traj = torch.zeros(b, 6, 2)
+        traj[:, :, 0] = torch.arange(1, 7).float()
+        if self.follow:
+            traj[:, -1, 1] = inputs.target_point[:, 1]
+        return PlanOutput(trajectory=traj, future_tokens=None, timings={})
+
+
+@pytest.mark.parametrize("follow", [True, False])
+def test_target_probe_sets_the_target_point_and_reports_the_ordering(data_dir, monkeypatch, follow):
+    from agent.model import pipeline
+    from training.future_oracle import PROBE_TARGETS, target_probe
+
+    model, ds = _model_and_data(data_dir)
+    monkeypatch.setattr(pipeline, "build_pipeline", lambda m: _TargetFollower(follow))
+    res = target_probe(model, ds, frames=7, batch_size=3, num_samples=1)
+    assert res["samples"] == 7 and set(res["targets"]) == set(PROBE_TARGETS) and res["future_change"] is None
+    if follow:
+        assert res["lateral_3s"] == {name: p[1] for name, p in PROBE_TARGETS.items()} and res["ordered"] == 1.0
+    else:
+        assert set(res["lateral_3s"].values()) == {0.0} and res["ordered"] == 0.0

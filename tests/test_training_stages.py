@@ -117,6 +117,22 @@ def test_make_weights_config_rejects_bad_num_samples():
         MakeWeightsConfig(ik_num_samples=0)
 
 
+def test_ik_loss_overrides_reach_only_the_ik_stage(tmp_path):
+    """future_turn_weight changes the IK model's loss only: the pre-training and shortcut stage
+    configs stay the same, so --resume reuses them."""
+    from training.make_weights import MakeWeightsConfig, StageSteps, stage_config
+
+    steps = StageSteps(steps=2)
+    base = {"num_cameras": 3, "image_size": [32, 48]}
+    plain = MakeWeightsConfig(model_overrides=dict(base))
+    turned = MakeWeightsConfig(model_overrides={**base, "future_turn_weight": 4.0})
+    for stage, kind in (("pretrain_encoder", "ik"), ("train", "shortcut"), ("train", "ik")):
+        a, b = (stage_config(c, stage, kind, steps, tmp_path, tmp_path / "out", None) for c in (plain, turned))
+        assert (a == b) == (kind == "shortcut" or stage == "pretrain_encoder"), (stage, kind)
+    ik = stage_config(turned, "train", "ik", steps, tmp_path, tmp_path / "out", None)
+    assert ik.model.overrides["future_turn_weight"] == 4.0
+
+
 @pytest.mark.slow
 def test_make_weights_end_to_end_tiny(tmp_path):
     """collect -> pretrain -> IK -> shortcut -> weights/, with a short route and 2 steps per stage."""
@@ -199,3 +215,32 @@ def test_shipped_make_weights_recipes_load_and_differ_only_where_marked():
     assert base["ik_alone"]["steps"] == 0 and motion["ik_alone"]["steps"] > 0
     assert base["pretrain_targets"]["motion_weight"] == 0 and motion["pretrain_targets"]["motion_weight"] > 0
     assert motion["weights_dir"] != "weights"  # the variant never overwrites the shipped weights
+
+
+def test_turn_repeat_oversamples_the_turning_frames(data_dir, tmp_path, caplog):
+    import logging
+
+    import numpy as np
+
+    from training.dataset import RepeatedSamples, turn_repeats
+
+    traj = np.zeros((4, 6, 2), dtype=np.float32)
+    traj[:, -1, 1] = [0.0, 2.9, -3.0, 7.0]
+    repeats = turn_repeats(traj, 3, 3.0)
+    assert repeats.tolist() == [1, 1, 3, 3]
+    with pytest.raises(ValueError, match="repeat"):
+        turn_repeats(traj, 0, 3.0)
+    items = RepeatedSamples(["a", "b", "c", "d"], repeats)
+    assert len(items) == 8 and [items[i] for i in range(8)] == ["a", "b", "c", "c", "c", "d", "d", "d"]
+    with pytest.raises(ValueError, match="repeats"):
+        RepeatedSamples(["a", "b"], np.array([1]))
+    # stage (b) trains on the oversampled set; the trajectory normaliser is still fitted on the plain one
+    cfg = _cfg("train", data_dir, tmp_path / "b", kind="ik")
+    cfg.data.turn_repeat, cfg.data.turn_repeat_min_m = 2, 0.5
+    with caplog.at_level(logging.INFO, logger="training"):
+        assert run(cfg, accelerator=Accelerator(cpu=True)).final_step == 2
+    assert any("turn oversampling" in r.getMessage() for r in caplog.records)
+    bad = _cfg("pretrain_encoder", data_dir, tmp_path / "a")
+    bad.data.turn_repeat = 2
+    with pytest.raises(ConfigError, match="turn_repeat"):
+        run(bad, accelerator=Accelerator(cpu=True))

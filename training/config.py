@@ -135,6 +135,10 @@ class DataConfig:
     ``token_cache`` (stage (b) with a frozen encoder): encode every frame once
     (``training.token_cache``) into ``token_cache_dir`` (default: ``token_cache/`` beside each
     episode's folder) and train on the cached tokens instead of the images.
+    ``turn_repeat`` (stage (b)): a training frame whose labelled trajectory ends at least
+    ``turn_repeat_min_m`` to the side is drawn ``turn_repeat`` times per epoch (1 = no
+    oversampling; ``training.dataset.turn_repeats``). Turns are few and they are where the route in
+    the prompt changes the future.
     """
 
     train_dir: str
@@ -150,6 +154,8 @@ class DataConfig:
     num_workers: int = 0
     max_train_frames: int | None = None
     max_val_frames: int | None = 256
+    turn_repeat: int = 1
+    turn_repeat_min_m: float = 3.0
 
 
 @dataclass

@@ -325,6 +325,35 @@ class DrivingDataset(torch.utils.data.Dataset):
         return out
 
 
+def turn_repeats(trajectories: np.ndarray, repeat: int, min_lateral_m: float) -> np.ndarray:
+    """How often each sample appears per epoch [S] (int64): ``repeat`` for a sample whose labelled
+    trajectory [S, T, 2] (ego frame, m) ends at least ``min_lateral_m`` to the side, else 1."""
+    if repeat < 1:
+        raise ValueError(f"repeat: must be >= 1, got {repeat}")
+    if not min_lateral_m > 0:
+        raise ValueError(f"min_lateral_m: must be > 0, got {min_lateral_m}")
+    turning = np.abs(np.asarray(trajectories)[:, -1, 1]) >= min_lateral_m
+    return np.where(turning, repeat, 1).astype(np.int64)
+
+
+class RepeatedSamples(torch.utils.data.Dataset):
+    """``dataset`` with its sample ``i`` listed ``repeats[i]`` times (oversampling of rare frames:
+    the trainer's per-epoch permutation then draws it that many times per epoch)."""
+
+    def __init__(self, dataset: Any, repeats: np.ndarray) -> None:
+        repeats = np.asarray(repeats, dtype=np.int64)
+        if repeats.shape != (len(dataset),) or (repeats < 1).any():
+            raise ValueError(f"repeats: expected {len(dataset)} counts >= 1, got shape {repeats.shape}")
+        self.dataset = dataset
+        self.order = np.repeat(np.arange(len(dataset)), repeats)  # [sum(repeats)] sample ids
+
+    def __len__(self) -> int:
+        return int(self.order.size)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        return self.dataset[int(self.order[i])]
+
+
 def collate(samples: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
     """Stack samples; pad ``gt_boxes`` (when present) to the batch's largest M (NaN) and add
     ``gt_boxes_mask`` [B, T, M]."""

@@ -21,12 +21,18 @@ command reaches the trajectory only through the predicted future state. Reported
 position of the 3 s waypoint per command (m, + right) and the share of frames whose plans are ordered
 left < straight < right.
 
+The target-point probe (:func:`target_probe`, any model) does the same on evenly strided held-out
+frames with the prompt's target point set to a junction exit 16 m ahead and 11.5 m to the left, the
+same straight ahead, and 11.5 m to the right (:data:`PROBE_TARGETS`). The target point is the
+route's only geometric input, so a model that plans with the route turns towards it.
+
 ``python -m training.future_oracle --model weights/ik-tiny --data DATA/val [--frames 512] [--out F]``
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import sys
 from dataclasses import dataclass
@@ -50,9 +56,11 @@ class OracleResult:
     samples: int
     horizons_s: tuple[float, ...]
     command: dict[str, Any] | None = None
+    target: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"l2": self.l2, "samples": self.samples, "horizons_s": list(self.horizons_s), "command": self.command}
+        return {"l2": self.l2, "samples": self.samples, "horizons_s": list(self.horizons_s), "command": self.command,
+                "target": self.target}
 
     def table(self) -> str:
         keys = [k for k in next(iter(self.l2.values())) if k != "l2_avg"]
@@ -61,12 +69,23 @@ class OracleResult:
         for mode, row in self.l2.items():
             lines.append(f"| {mode} | " + " | ".join(f"{row[k]:.2f}" for k in keys) + " |")
         if self.command is not None:
-            c = self.command
-            lines += ["", f"command probe ({c['samples']} junction frames): 3 s lateral endpoint (m, + right)",
-                      "| LEFT | STRAIGHT | RIGHT | ordered left < straight < right |", "|---:|---:|---:|---:|",
-                      f"| {c['lateral_3s']['LEFT']:+.2f} | {c['lateral_3s']['STRAIGHT']:+.2f} | "
-                      f"{c['lateral_3s']['RIGHT']:+.2f} | {100 * c['ordered']:.1f} % |"]
+            lines += _probe_table(f"command probe ({self.command['samples']} junction frames)", self.command)
+        if self.target is not None:
+            t = self.target
+            lines += _probe_table(f"target-point probe ({t['samples']} frames, target {t['targets']['LEFT'][0]:g} m "
+                                  f"ahead, {abs(t['targets']['LEFT'][1]):g} m to the side or straight)", t)
+            if t.get("future_change") is not None:
+                lines.append(f"predicted future tokens, LEFT vs RIGHT target: change {t['future_change']:.4f} of "
+                             "their spread across frames")
         return "\n".join(lines)
+
+
+def _probe_table(title: str, probe: dict[str, Any]) -> list[str]:
+    """Markdown lines of one lateral probe's result (``lateral_3s`` LEFT / STRAIGHT / RIGHT, ``ordered``)."""
+    y = probe["lateral_3s"]
+    return ["", f"{title}: 3 s lateral endpoint (m, + right)",
+            "| LEFT | STRAIGHT | RIGHT | ordered left < straight < right |", "|---:|---:|---:|---:|",
+            f"| {y['LEFT']:+.2f} | {y['STRAIGHT']:+.2f} | {y['RIGHT']:+.2f} | {100 * probe['ordered']:.1f} % |"]
 
 
 @torch.no_grad()
@@ -119,6 +138,50 @@ def future_oracle(model: Any, dataset: Any, horizons_s: tuple[float, ...] = (1.0
 
 
 JUNCTION_COMMANDS = {"LEFT": 1, "STRAIGHT": 3, "RIGHT": 2}  # RoadOption values
+# The target-point probe's three route targets (ego frame m, x forward, y right): the exit of a
+# junction turn 16 m ahead and 11.5 m to the side, as the route planner gives it at the entry of a
+# sandbox junction, and straight ahead at the same distance.
+PROBE_TARGETS = {"LEFT": (16.0, -11.5), "STRAIGHT": (16.0, 0.0), "RIGHT": (16.0, 11.5)}
+
+
+def _lateral_probe(model: Any, dataset: Any, picked: np.ndarray, variants: dict[str, Any], batch_size: int,
+                   num_samples: int, seed: int) -> dict[str, Any]:
+    """Plans of the samples ``picked`` of ``dataset`` once per variant (``name -> edit(inputs)``, a
+    function that changes one prompt input in place), with the same noise; returns the mean lateral
+    position of the 3 s waypoint per variant (m, + right) and the share of samples whose plans are
+    ordered as the variants are listed (left < straight < right). An IK model also gets
+    ``future_change``: the mean squared change of its predicted future tokens between the first and
+    the last variant, over their mean squared spread across the frames (None for the shortcut)."""
+    from agent.model.pipeline import build_pipeline
+    from training.dataset import collate
+    from training.planner_task import driving_inputs
+
+    pipe = build_pipeline(model)
+    device = model.device
+    lateral: dict[str, list[np.ndarray]] = {name: [] for name in variants}
+    futures: dict[str, list[torch.Tensor]] = {name: [] for name in variants}
+    for start in range(0, picked.size, batch_size):
+        samples = collate([dataset[int(i)] for i in picked[start:start + batch_size]])
+        for name, edit in variants.items():
+            inputs = driving_inputs(samples, device)
+            edit(inputs)
+            gen = torch.Generator(device=device).manual_seed(seed + start)  # same noise for every variant
+            out = pipe(inputs, generator=gen, num_samples=num_samples)
+            lateral[name].append(out.trajectory[:, -1, 1].float().cpu().numpy())  # [B] m
+            if out.future_tokens is not None:
+                futures[name].append(out.future_tokens.float().cpu())  # [B, F K, D]
+    y = [np.concatenate(v) for v in lateral.values()]
+    ordered = np.all([a < b for a, b in itertools.pairwise(y)], axis=0)
+    result = {"samples": int(picked.size), "lateral_3s": {name: float(v.mean()) for name, v in zip(variants, y)},
+              "ordered": float(ordered.mean()), "future_change": None}
+    names = list(variants)
+    if all(futures[n] for n in names):
+        first, last = torch.cat(futures[names[0]]), torch.cat(futures[names[-1]])  # [N, F K, D]
+        spread = (first - first.mean(dim=0, keepdim=True)).pow(2).mean()
+        # how far the predicted future state moves between the first and the last variant, against
+        # how far it differs from frame to frame (1: as much as a different frame, 0: not at all)
+        result["future_change"] = float((first - last).pow(2).mean() / spread.clamp_min(1e-12))
+    return result
 
 
 @torch.no_grad()
@@ -126,31 +189,43 @@ def command_probe(model: Any, dataset: Any, batch_size: int = 64, num_samples: i
     """Plans of junction frames with the route command set to LEFT / STRAIGHT / RIGHT (module doc).
 
     Returns None when ``dataset`` has no junction frame."""
-    from agent.model.pipeline import build_pipeline
-    from training.dataset import collate
-    from training.planner_task import driving_inputs
-
     commands = np.array([int(dataset.episodes[int(e)].arrays["command"][int(f)])
                          for e, f in zip(dataset.index.episodes, dataset.index.frames)])
     picked = np.nonzero(np.isin(commands, list(JUNCTION_COMMANDS.values())))[0]
     if picked.size == 0:
         return None
-    pipe = build_pipeline(model)
-    device = model.device
-    lateral: dict[str, list[np.ndarray]] = {name: [] for name in JUNCTION_COMMANDS}
-    for start in range(0, picked.size, batch_size):
-        samples = collate([dataset[int(i)] for i in picked[start:start + batch_size]])
-        for name, value in JUNCTION_COMMANDS.items():
-            inputs = driving_inputs(samples, device)
+
+    def set_command(value: int) -> Any:
+        def edit(inputs: Any) -> None:
             inputs.command = torch.full_like(inputs.command, value)
-            gen = torch.Generator(device=device).manual_seed(seed + start)  # same noise for every command
-            plan = pipe(inputs, generator=gen, num_samples=num_samples).trajectory  # [B, T, 2]
-            lateral[name].append(plan[:, -1, 1].float().cpu().numpy())
-    y = {name: np.concatenate(v) for name, v in lateral.items()}
-    ordered = (y["LEFT"] < y["STRAIGHT"]) & (y["STRAIGHT"] < y["RIGHT"])
-    recorded = {name: int((commands[picked] == v).sum()) for name, v in JUNCTION_COMMANDS.items()}
-    return {"samples": int(picked.size), "recorded_commands": recorded,
-            "lateral_3s": {name: float(v.mean()) for name, v in y.items()}, "ordered": float(ordered.mean())}
+        return edit
+
+    result = _lateral_probe(model, dataset, picked, {name: set_command(v) for name, v in JUNCTION_COMMANDS.items()},
+                            batch_size, num_samples, seed)
+    result["recorded_commands"] = {name: int((commands[picked] == v).sum()) for name, v in JUNCTION_COMMANDS.items()}
+    return result
+
+
+@torch.no_grad()
+def target_probe(model: Any, dataset: Any, frames: int = 256, batch_size: int = 64, num_samples: int = 4,
+                 seed: int = 0) -> dict[str, Any]:
+    """Plans of ``frames`` evenly strided samples with the prompt's target point set to each of
+    :data:`PROBE_TARGETS` (everything else fixed). The target point is the route's only geometric
+    input: a model that plans with the route turns its plan towards it."""
+    if len(dataset) == 0:
+        raise ValueError("dataset: no samples")
+    picked = np.unique(np.linspace(0, len(dataset) - 1, min(frames, len(dataset))).round().astype(np.int64))
+
+    def set_target(point: tuple[float, float]) -> Any:
+        def edit(inputs: Any) -> None:
+            inputs.target_point = torch.tensor(point, dtype=inputs.target_point.dtype,
+                                               device=inputs.target_point.device).expand_as(inputs.target_point).clone()
+        return edit
+
+    result = _lateral_probe(model, dataset, picked, {name: set_target(p) for name, p in PROBE_TARGETS.items()},
+                            batch_size, num_samples, seed)
+    result["targets"] = {name: list(p) for name, p in PROBE_TARGETS.items()}
+    return result
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -176,18 +251,20 @@ def main(argv: list[str] | None = None) -> int:
     junctions = DrivingDataset(scan.episodes, image_size=model.config.image_size, horizon_s=horizons,
                                with_boxes=False, with_future=False)
     command = command_probe(model, junctions, seed=args.seed)
+    target = target_probe(model, junctions, frames=args.frames, seed=args.seed)
     if ik:
         dataset = DrivingDataset(scan.episodes, image_size=model.config.image_size, max_frames=args.frames,
                                  horizon_s=horizons, with_boxes=False)
         result = future_oracle(model, dataset, seed=args.seed)
         result.command = command
+        result.target = target
         print(f"{result.samples} frames, future horizons {', '.join(f'{h:g}' for h in result.horizons_s)} s")
         print(result.table())
         data = result.to_dict()
     else:  # the shortcut baseline has no future state: the command probe only
-        print(f"{model.config.model_type}: no future state; command probe only")
-        print(json.dumps(command, indent=2))
-        data = {"command": command}
+        print(f"{model.config.model_type}: no future state; command and target-point probes only")
+        print(json.dumps({"command": command, "target": target}, indent=2))
+        data = {"command": command, "target": target}
     if args.out:
         from carla_eval.atomic_io import atomic_write_json
 

@@ -82,6 +82,7 @@ class MakeWeightsConfig:
     ik_alone: StageSteps = field(default_factory=lambda: StageSteps(steps=0))
     ik_alone_batch_size: int = 64
     ik: StageSteps = field(default_factory=lambda: StageSteps(steps=2000))
+    ik_turn_repeat: int = 1  # the IK stage draws turning frames this many times per epoch (DataConfig.turn_repeat)
     shortcut: StageSteps = field(default_factory=lambda: StageSteps(steps=2000))
     batch_size: int = 16
     token_cache: bool = True
@@ -158,16 +159,26 @@ def generated_routes(cfg: MakeWeightsConfig) -> list[str]:
     return files
 
 
+# Model overrides that only change the IK model's stage-(b) loss: the encoder pre-training and the
+# shortcut baseline are built without them, so changing one retrains the IK model alone (--resume).
+IK_LOSS_OVERRIDES = ("future_turn_weight",)
+
+
 def stage_config(cfg: MakeWeightsConfig, stage: str, kind: str, steps: StageSteps, data: Path, out: Path,
                  encoder: Path | None, ik_net_from: Path | None = None) -> TrainConfig:
     pretrain = stage == "pretrain_encoder"
+    overrides = dict(cfg.model_overrides)
+    if pretrain or kind != "ik":
+        for key in IK_LOSS_OVERRIDES:
+            overrides.pop(key, None)
     extra = [str(data / "train_gen")] if cfg.generated_train_suites and not pretrain else []
     return TrainConfig(
         stage=stage,  # type: ignore[arg-type]
         data=DataConfig(train_dir=str(data / "train"), extra_train_dirs=extra, val_dir=str(data / "val"),
                         max_val_frames=cfg.max_val_frames, token_cache=cfg.token_cache and not pretrain,
-                        max_train_frames=cfg.pretrain_max_frames if pretrain else None),
-        model=ModelConfig(kind=kind, overrides=dict(cfg.model_overrides),  # type: ignore[arg-type]
+                        max_train_frames=cfg.pretrain_max_frames if pretrain else None,
+                        turn_repeat=cfg.ik_turn_repeat if kind == "ik" and not pretrain else 1),
+        model=ModelConfig(kind=kind, overrides=overrides,  # type: ignore[arg-type]
                           encoder_from=str(encoder) if encoder else None, freeze_encoder=True,
                           ik_net_from=str(ik_net_from) if ik_net_from else None),
         optim=OptimConfig(lr=steps.lr, warmup_steps=steps.warmup_steps, max_steps=steps.steps, batch_size=cfg.batch_size),

@@ -193,6 +193,18 @@ def run(cfg: TrainConfig, resume: str | None = None, accelerator: Any = None) ->
         elif cfg.model.init_from is None:
             model.normalizer.fit(torch.from_numpy(train_ds.all_trajectories()))
         task = PlannerTask(model, cfg.eval, ego_size(train_scan), seed=cfg.seed)
+        if cfg.data.turn_repeat != 1:
+            from training.dataset import RepeatedSamples, turn_repeats
+
+            try:
+                repeats = turn_repeats(train_ds.all_trajectories(), cfg.data.turn_repeat, cfg.data.turn_repeat_min_m)
+            except ValueError as exc:
+                raise ConfigError(f"data.turn_repeat / turn_repeat_min_m: {exc}") from exc
+            logger.info("turn oversampling: %d of %d frames drawn %d times per epoch", int((repeats > 1).sum()),
+                        len(repeats), cfg.data.turn_repeat)
+            train_ds = RepeatedSamples(train_ds, repeats)
+    elif cfg.data.turn_repeat != 1:
+        raise ConfigError("data.turn_repeat: only for stage 'train'")
     trainer = Trainer(task, train_ds, val_ds, cfg.optim, cfg.log, cfg.seed, acc, run_config=cfg)
     return trainer.run(resume=resume)
 

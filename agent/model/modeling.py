@@ -31,15 +31,36 @@ from .interfaces import LossOutput, TrainingBatch
 from .vla import FutureStatePredictor
 
 
-def future_state_loss(predicted: torch.Tensor, target: torch.Tensor, kind: str) -> torch.Tensor:
-    """Regression loss between predicted and target tokens [B, K, D] ("mse" or "cosine")."""
+def future_state_loss(predicted: torch.Tensor, target: torch.Tensor, kind: str,
+                      sample_weights: torch.Tensor | None = None) -> torch.Tensor:
+    """Regression loss between predicted and target tokens [B, K, D] ("mse" or "cosine").
+
+    ``sample_weights`` [B] (mean 1, see :func:`turn_weights`) weight each sample's mean loss; None
+    weighs them alike (the plain mean)."""
     if predicted.shape != target.shape:
         raise ValueError(f"future tokens: predicted {tuple(predicted.shape)} vs target {tuple(target.shape)}")
     if kind == "mse":
-        return F.mse_loss(predicted, target)
-    if kind == "cosine":
-        return (1.0 - F.cosine_similarity(predicted, target, dim=-1, eps=1e-6)).mean()
-    raise ValueError(f"future.loss: unknown value {kind!r}")
+        per_sample = (predicted - target).pow(2).flatten(1).mean(dim=1)  # [B]
+    elif kind == "cosine":
+        per_sample = (1.0 - F.cosine_similarity(predicted, target, dim=-1, eps=1e-6)).flatten(1).mean(dim=1)
+    else:
+        raise ValueError(f"future.loss: unknown value {kind!r}")
+    if sample_weights is None:
+        return per_sample.mean()
+    if sample_weights.shape != per_sample.shape:
+        raise ValueError(f"sample_weights: expected shape {tuple(per_sample.shape)}, got {tuple(sample_weights.shape)}")
+    return (per_sample * sample_weights.to(per_sample.dtype)).mean()
+
+
+def turn_weights(trajectory: torch.Tensor, turn_weight: float, turn_scale_m: float) -> torch.Tensor | None:
+    """Per-sample weights [B] of the future-state loss from the labelled trajectories [B, T, 2] (m):
+    ``1 + turn_weight * min(|y_T| / turn_scale_m, 1)`` normalised to mean 1 (None when
+    ``turn_weight`` is 0). ``y_T``: the last waypoint's lateral offset (ego frame, m)."""
+    if turn_weight == 0.0:
+        return None
+    lateral = trajectory[:, -1, 1].abs().float()  # [B] m
+    weights = 1.0 + turn_weight * (lateral / turn_scale_m).clamp(max=1.0)
+    return weights / weights.mean()
 
 
 class IKDriveModel(DrivingModelBase):
@@ -136,7 +157,8 @@ class IKDriveModel(DrivingModelBase):
         current, target = self.batch_tokens(batch)  # [B, K, D], [B, F K, D]
         input_ids, attention_mask = self.tokenize(batch)
         predicted = self.vla(input_ids, attention_mask, current)  # [B, F K, D]
-        loss_future = future_state_loss(predicted, target, cfg.future.loss)
+        weights = turn_weights(batch.trajectory, cfg.future.turn_weight, cfg.future.turn_scale_m)
+        loss_future = future_state_loss(predicted, target, cfg.future.loss, weights)
 
         condition, gt_flags = self.teacher_forced_future(target, predicted, generator)  # [B, F K, D], [B]
         x0 = self.normalizer.normalize(batch.trajectory)  # [B, T, 2]

@@ -83,7 +83,7 @@ class PresetOverrides:
     patch_size: vision patch size (``tiny`` only; the 0.5b presets keep DINOv3's 16).
     num_waypoints, waypoint_dt: trajectory. num_inference_steps, prediction_type, teacher_forcing,
     teacher_forcing_gt_prob, ik_memory_layers, ik_flow_heads, ik_flow_values: IK net. future_horizons_s (several
-    future frames) or future_horizon_s (one), future_loss: future state. freeze_vision:
+    future frames) or future_horizon_s (one), future_loss, future_turn_weight: future state. freeze_vision:
     freeze the DINOv3 weights.
     """
 
@@ -103,6 +103,7 @@ class PresetOverrides:
     future_horizon_s: float | None = None
     future_horizons_s: tuple[float, ...] | None = None
     future_loss: str | None = None
+    future_turn_weight: float | None = None
     freeze_vision: bool | None = None
     projector: str | None = None
 
@@ -154,6 +155,7 @@ def _compose(
         num_queries=vision.tokens_per_frame * len(horizons),
         horizons_s=horizons,
         loss=_pick(o.future_loss, "mse"),
+        turn_weight=float(_pick(o.future_turn_weight, 0.0)),
     )
     return IKDriveConfig(vision=vision, llm=llm, ik_net=ik_net, trajectory=trajectory, future=future)
 
