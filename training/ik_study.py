@@ -64,7 +64,9 @@ def save_ik_net(path: str | Path, net: torch.nn.Module, normalizer: torch.nn.Mod
     tensors = {f"ik_net.{k}": v for k, v in net.state_dict().items()}
     tensors.update({f"normalizer.{k}": v for k, v in normalizer.state_dict().items()})
     save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(path / IK_WEIGHTS))
-    (path / IK_META).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+    from carla_eval.atomic_io import atomic_write_text
+
+    atomic_write_text(path / IK_META, json.dumps(meta, indent=2, sort_keys=True) + "\n")
 
 
 def load_ik_net(model: Any, path: str | Path) -> None:
@@ -105,11 +107,12 @@ def study_step(opt: torch.optim.Optimizer, loss: torch.Tensor, lr: float, step: 
 
 def emit_result(result: dict[str, Any], out: str | None) -> None:
     """Print a study's JSON result and also write it to ``out`` (when given)."""
-    text = json.dumps(result, indent=2)
-    print(text)
+    from carla_eval.atomic_io import atomic_write_json
+
+    print(json.dumps(result, indent=2))
     if out:
         Path(out).parent.mkdir(parents=True, exist_ok=True)
-        Path(out).write_text(text + "\n")
+        atomic_write_json(Path(out), result)
 
 
 def _stack(ds: Any, indices: Sequence[int]) -> dict[str, torch.Tensor]:

@@ -160,6 +160,8 @@ def run(cfg: TrainConfig, resume: str | None = None, accelerator: Any = None) ->
         model.set_vision_frozen(cfg.model.freeze_encoder)
     if cfg.model.ik_net_from is not None and (not ik or pretrain or cfg.model.init_from is not None):
         raise ConfigError("model.ik_net_from: only for stage 'train' of a fresh IK model (kind: ik, no init_from)")
+    if pretrain and cfg.data.turn_repeat != 1:
+        raise ConfigError("data.turn_repeat: only for stage 'train'")
     motion = pretrain and task.needs_motion
     if motion and not ik:
         raise ConfigError("pretrain.motion_weight: needs an IK model's future.horizons_s (model.kind: ik)")
@@ -186,25 +188,25 @@ def run(cfg: TrainConfig, resume: str | None = None, accelerator: Any = None) ->
         adapted = configure_llm_training(model, cfg.model)
         if adapted:
             logger.info("LoRA rank %d on %d LLM layers", cfg.model.lora.rank, len(adapted))
+        labels = None  # [S, T, 2] m, read once from the episodes when needed
         if cfg.model.ik_net_from is not None:
             from training.ik_study import load_ik_net
 
             load_ik_net(model, cfg.model.ik_net_from)  # the IK net and the normaliser it was trained with
         elif cfg.model.init_from is None:
-            model.normalizer.fit(torch.from_numpy(train_ds.all_trajectories()))
+            labels = train_ds.all_trajectories()
+            model.normalizer.fit(torch.from_numpy(labels))
         task = PlannerTask(model, cfg.eval, ego_size(train_scan), seed=cfg.seed)
         if cfg.data.turn_repeat != 1:
             from training.dataset import RepeatedSamples, turn_repeats
 
             try:
-                repeats = turn_repeats(train_ds.all_trajectories(), cfg.data.turn_repeat, cfg.data.turn_repeat_min_m)
+                repeats = turn_repeats(train_ds.all_trajectories() if labels is None else labels, cfg.data.turn_repeat, cfg.data.turn_repeat_min_m)
             except ValueError as exc:
                 raise ConfigError(f"data.turn_repeat / turn_repeat_min_m: {exc}") from exc
             logger.info("turn oversampling: %d of %d frames drawn %d times per epoch", int((repeats > 1).sum()),
                         len(repeats), cfg.data.turn_repeat)
             train_ds = RepeatedSamples(train_ds, repeats)
-    elif cfg.data.turn_repeat != 1:
-        raise ConfigError("data.turn_repeat: only for stage 'train'")
     trainer = Trainer(task, train_ds, val_ds, cfg.optim, cfg.log, cfg.seed, acc, run_config=cfg)
     return trainer.run(resume=resume)
 
