@@ -38,7 +38,7 @@ def test_modes_feed_the_ik_net_what_they_name(data_dir, monkeypatch):
     # A random model: the three futures differ, so the plans do.
     assert len({round(res.l2[m]["l2_3s"], 6) for m in MODES}) == 3
     # A VLA that predicts "nothing moves" makes "predicted" the same as "static", bit for bit.
-    monkeypatch.setattr(model.vla, "forward", lambda input_ids, attention_mask, current: current)
+    monkeypatch.setattr(model.vla, "forward", lambda input_ids, attention_mask, current, status=None: current)
     frozen = future_oracle(model, ds, batch_size=5)
     assert frozen.l2["predicted"] == frozen.l2["static"]
     assert frozen.l2["oracle"] == res.l2["oracle"]
@@ -130,3 +130,77 @@ def test_target_probe_sets_the_target_point_and_reports_the_ordering(data_dir, m
         assert res["lateral_3s"] == {name: p[1] for name, p in PROBE_TARGETS.items()} and res["ordered"] == 1.0
     else:
         assert set(res["lateral_3s"].values()) == {0.0} and res["ordered"] == 0.0
+
+
+def test_turn_breakdown_counts_the_plans_on_the_labels_side():
+    from training.future_oracle import turn_breakdown
+
+    labels = np.zeros((4, 6, 2), dtype=np.float32)
+    labels[:, -1, 1] = [-6.0, 5.0, 1.0, 8.0]  # two right turns, one left, one straight (below 4 m)
+    plans = {"a": labels.copy(), "b": labels.copy()}
+    plans["b"][:, -1, 1] = [2.0, 5.0, -3.0, 6.0]  # the left turn planned to the right
+    out = turn_breakdown(plans, labels, min_lateral_m=4.0)
+    assert (out["samples"], out["left"], out["right"]) == (3, 1, 2)
+    assert out["side"] == {"a": 1.0, "b": pytest.approx(2 / 3)}
+    assert out["lateral_error_3s"]["a"] == 0.0
+    assert out["lateral_error_3s"]["b"] == pytest.approx((8.0 + 0.0 + 2.0) / 3)
+    empty = turn_breakdown(plans, labels, min_lateral_m=10.0)
+    assert empty["samples"] == 0 and empty["side"] == {}
+    with pytest.raises(ValueError, match="shape"):
+        turn_breakdown({"a": labels[:2]}, labels)
+    with pytest.raises(ValueError, match="min_lateral_m"):
+        turn_breakdown(plans, labels, min_lateral_m=0.0)
+
+
+class _Turning(torch.utils.data.Dataset):
+    """The synthetic samples with the label's last waypoint moved sideways: -6, 0, +6 m, -6, ..."""
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+        self.shift = np.array([(-6.0, 0.0, 6.0)[i % 3] for i in range(len(dataset))], dtype=np.float32)
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def __getitem__(self, i):
+        sample = dict(self.dataset[i])
+        trajectory = sample["trajectory"].clone()
+        trajectory[-1, 1] += float(self.shift[i])
+        sample["trajectory"] = trajectory
+        return sample
+
+    def __getattr__(self, name):  # episodes, index: the wrapped dataset's
+        return getattr(self.__dict__["dataset"], name)
+
+    def all_trajectories(self):
+        out = self.dataset.all_trajectories().copy()
+        out[:, -1, 1] += self.shift
+        return out
+
+
+def test_turn_oracle_plans_every_turning_frame_and_only_those(data_dir):
+    from training.future_oracle import turn_oracle
+
+    model, _ = _model_and_data(data_dir)
+    every = DrivingDataset(scan_dataset(data_dir).episodes, image_size=(32, 32), horizon_s=1.0, with_boxes=False)
+    turning = _Turning(every)
+    out = turn_oracle(model, turning, min_lateral_m=4.0)
+    left, right = int((turning.shift < 0).sum()), int((turning.shift > 0).sum())
+    assert (out["samples"], out["left"], out["right"]) == (left + right, left, right)
+    assert set(out["side"]) == set(MODES) and set(out["l2"]) == set(MODES) | {"constant speed (no model)"}
+    assert all(0.0 <= v <= 1.0 for v in out["side"].values())
+    assert turn_oracle(model, every, min_lateral_m=4.0) is None  # the synthetic drives straight
+
+
+def test_cli_table_has_the_turn_rows(data_dir, tmp_path, capsys, monkeypatch):
+    import training.dataset
+
+    model, _ = _model_and_data(data_dir)
+    model.save_pretrained(tmp_path / "m")
+    real = training.dataset.DrivingDataset
+    monkeypatch.setattr(training.dataset, "DrivingDataset", lambda *a, **k: _Turning(real(*a, **k)))
+    assert main(["--model", str(tmp_path / "m"), "--data", str(data_dir), "--frames", "8", "--out",
+                 str(tmp_path / "o.json")]) == 0
+    turns = json.loads((tmp_path / "o.json").read_text())["turns"]
+    assert turns["samples"] == 20 and set(turns["l2"]) == set(MODES) | {"constant speed (no model)"}
+    assert "turn frames (20 frames" in capsys.readouterr().out

@@ -117,20 +117,22 @@ def test_make_weights_config_rejects_bad_num_samples():
         MakeWeightsConfig(ik_num_samples=0)
 
 
-def test_ik_loss_overrides_reach_only_the_ik_stage(tmp_path):
-    """future_turn_weight changes the IK model's loss only: the pre-training and shortcut stage
-    configs stay the same, so --resume reuses them."""
+def test_model_overrides_reach_only_the_stages_they_change(tmp_path):
+    """future_turn_weight changes the IK model's loss only, status_queries both VLAs: the stage
+    configs they do not reach stay the same, so --resume reuses those stages."""
     from training.make_weights import MakeWeightsConfig, StageSteps, stage_config
 
     steps = StageSteps(steps=2)
     base = {"num_cameras": 3, "image_size": [32, 48]}
     plain = MakeWeightsConfig(model_overrides=dict(base))
-    turned = MakeWeightsConfig(model_overrides={**base, "future_turn_weight": 4.0})
-    for stage, kind in (("pretrain_encoder", "ik"), ("train", "shortcut"), ("train", "ik")):
-        a, b = (stage_config(c, stage, kind, steps, tmp_path, tmp_path / "out", None) for c in (plain, turned))
-        assert (a == b) == (kind == "shortcut" or stage == "pretrain_encoder"), (stage, kind)
-    ik = stage_config(turned, "train", "ik", steps, tmp_path, tmp_path / "out", None)
-    assert ik.model.overrides["future_turn_weight"] == 4.0
+    reaches = {"future_turn_weight": {("train", "ik")}, "status_queries": {("train", "ik"), ("train", "shortcut")}}
+    for key, value in (("future_turn_weight", 4.0), ("status_queries", True)):
+        changed = MakeWeightsConfig(model_overrides={**base, key: value})
+        for stage, kind in (("pretrain_encoder", "ik"), ("train", "shortcut"), ("train", "ik")):
+            a, b = (stage_config(c, stage, kind, steps, tmp_path, tmp_path / "out", None) for c in (plain, changed))
+            assert (a != b) == ((stage, kind) in reaches[key]), (key, stage, kind)
+            if a != b:
+                assert b.model.overrides[key] == value
 
 
 @pytest.mark.slow

@@ -131,7 +131,8 @@ def test_ik_net_trained_alone_starts_the_ik_stage(gt_data, tmp_path):
 
     from agent.model.pipeline import load_pipeline
     from training.config import ConfigError
-    from training.ik_study import load_ik_net, run_study
+    from training.ik_net_io import load_ik_net
+    from training.ik_study import run_study
     from training.train import build_model
 
     acc = Accelerator(cpu=True)

@@ -14,6 +14,12 @@ An IK net that recovers the motion between its two frames is far better with ``o
 plan is a prior learned from the current frame alone; a better VLA cannot help it then. A
 constant-speed line (the ego's current speed straight ahead) is reported for scale.
 
+Turn frames (:func:`turn_breakdown`, from the same plans): the frames whose label ends at least
+``turn_min_m`` (4 m) to the side. Per mode, the share of them whose planned 3 s waypoint lies on the
+label's side and the mean lateral error of that waypoint. Whether the plan turns the right way is
+what the route needs from the future state; the IK net reads that from the future tokens when
+``oracle`` turns the right way more often than ``static``.
+
 The command probe (:func:`command_probe`, any model): on held-out frames recorded at a junction
 (command LEFT, RIGHT or STRAIGHT) the plan is made three times with only the prompt's route command
 changed to LEFT, STRAIGHT and RIGHT (same image, speed, target point and noise). In the IK model the
@@ -57,10 +63,11 @@ class OracleResult:
     horizons_s: tuple[float, ...]
     command: dict[str, Any] | None = None
     target: dict[str, Any] | None = None
+    turns: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {"l2": self.l2, "samples": self.samples, "horizons_s": list(self.horizons_s), "command": self.command,
-                "target": self.target}
+                "target": self.target, "turns": self.turns}
 
     def table(self) -> str:
         keys = [k for k in next(iter(self.l2.values())) if k != "l2_avg"]
@@ -68,6 +75,15 @@ class OracleResult:
                  "|---|" + "---:|" * len(keys)]
         for mode, row in self.l2.items():
             lines.append(f"| {mode} | " + " | ".join(f"{row[k]:.2f}" for k in keys) + " |")
+        if self.turns is not None and self.turns["samples"]:
+            t = self.turns
+            lines += ["", (f"turn frames ({t['samples']} frames whose label ends >= {t['min_lateral_m']:g} m to the "
+                           f"side: {t['left']} left, {t['right']} right)"),
+                      "| future tokens | plan turns the label's way | lateral error 3 s (m) | L2 3 s (m) |",
+                      "|---|---:|---:|---:|"]
+            l2 = t.get("l2")  # present when measured on the turn frames themselves (the CLI)
+            lines += [f"| {mode} | {100 * t['side'][mode]:.1f} % | {t['lateral_error_3s'][mode]:.2f} | "
+                      + (f"{l2[mode]['l2_3s']:.2f} |" if l2 else "- |") for mode in MODES]
         if self.command is not None:
             lines += _probe_table(f"command probe ({self.command['samples']} junction frames)", self.command)
         if self.target is not None:
@@ -90,7 +106,7 @@ def _probe_table(title: str, probe: dict[str, Any]) -> list[str]:
 
 @torch.no_grad()
 def future_oracle(model: Any, dataset: Any, horizons_s: tuple[float, ...] = (1.0, 2.0, 3.0), batch_size: int = 64,
-                  num_inference_steps: int | None = None, seed: int = 0) -> OracleResult:
+                  num_inference_steps: int | None = None, seed: int = 0, turn_min_m: float = 4.0) -> OracleResult:
     """Run the three modes on every sample of ``dataset`` (a :class:`training.dataset.DrivingDataset`
     built with the model's future horizons, images or cached tokens). ``model``: an ``IKDriveModel``."""
     from agent.model.modeling import IKDriveModel
@@ -115,7 +131,7 @@ def future_oracle(model: Any, dataset: Any, horizons_s: tuple[float, ...] = (1.0
             current = model.current_tokens(inputs)  # [B, K, D]
             input_ids, attention_mask = model.tokenize(inputs)
             futures = {
-                "predicted": model.vla(input_ids, attention_mask, current),  # [B, F K, D]
+                "predicted": model.vla(input_ids, attention_mask, current, model.prompt_status(inputs)),  # [B, F K, D]
                 "oracle": future_target_tokens(model, samples, device),
                 "static": current.repeat(1, model.config.future.num_frames, 1),
             }
@@ -129,12 +145,49 @@ def future_oracle(model: Any, dataset: Any, horizons_s: tuple[float, ...] = (1.0
         model.train(was_training)
     gt = np.concatenate(labels)
     dt = float(model.config.waypoint_dt)
-    result = {m: l2_at(np.concatenate(plans[m]), gt, list(horizons_s), dt) for m in MODES}
+    planned = {m: np.concatenate(plans[m]) for m in MODES}
+    result = {m: l2_at(planned[m], gt, list(horizons_s), dt) for m in MODES}
     speed = np.concatenate(speeds)
     line = np.zeros_like(gt)
     line[..., 0] = speed[:, None] * dt * np.arange(1, gt.shape[1] + 1)[None]
     result["constant speed (no model)"] = l2_at(line, gt, list(horizons_s), dt)
-    return OracleResult(l2=result, samples=int(gt.shape[0]), horizons_s=tuple(model.config.future.horizons_s))
+    return OracleResult(l2=result, samples=int(gt.shape[0]), horizons_s=tuple(model.config.future.horizons_s),
+                        turns=turn_breakdown(planned, gt, turn_min_m))
+
+
+def turn_oracle(model: Any, dataset: Any, min_lateral_m: float = 4.0, seed: int = 0) -> dict[str, Any] | None:
+    """:func:`future_oracle` on every sample of ``dataset`` whose label ends at least ``min_lateral_m``
+    to the side (picked with ``dataset.all_trajectories()``, no decoding): its turn breakdown plus
+    ``l2``, the three modes' L2 on those frames. None when no sample turns."""
+    turning = np.nonzero(np.abs(dataset.all_trajectories()[:, -1, 1]) >= min_lateral_m)[0]
+    if turning.size == 0:
+        return None
+    on_turns = future_oracle(model, torch.utils.data.Subset(dataset, turning.tolist()), seed=seed,
+                             turn_min_m=min_lateral_m)
+    return {**on_turns.turns, "l2": on_turns.l2}
+
+
+def turn_breakdown(plans: dict[str, np.ndarray], labels: np.ndarray, min_lateral_m: float = 4.0) -> dict[str, Any]:
+    """Per plan set (``name -> [N, T, 2]`` m), on the frames whose label ``[N, T, 2]`` ends at least
+    ``min_lateral_m`` to the side: ``side`` (share whose last waypoint has the label's lateral sign)
+    and ``lateral_error_3s`` (mean |y_plan - y_label| of the last waypoint, m). Empty when no frame
+    turns (``samples`` 0, no per-mode numbers)."""
+    if not min_lateral_m > 0:
+        raise ValueError(f"min_lateral_m must be > 0, got {min_lateral_m}")
+    y = labels[:, -1, 1]
+    turning = np.abs(y) >= min_lateral_m
+    out: dict[str, Any] = {"min_lateral_m": float(min_lateral_m), "samples": int(turning.sum()),
+                           "left": int((y[turning] < 0).sum()), "right": int((y[turning] > 0).sum()),
+                           "side": {}, "lateral_error_3s": {}}
+    if not turning.any():
+        return out
+    for name, plan in plans.items():
+        if plan.shape != labels.shape:
+            raise ValueError(f"plans[{name!r}]: shape {plan.shape} differs from the labels' {labels.shape}")
+        yp = plan[turning, -1, 1]
+        out["side"][name] = float((np.sign(yp) == np.sign(y[turning])).mean())
+        out["lateral_error_3s"][name] = float(np.abs(yp - y[turning]).mean())
+    return out
 
 
 JUNCTION_COMMANDS = {"LEFT": 1, "STRAIGHT": 3, "RIGHT": 2}  # RoadOption values
@@ -235,6 +288,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", required=True, help="dataset folder (carla-eval collect output)")
     parser.add_argument("--frames", type=int, default=512, help="evenly strided held-out frames")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--turn-min-m", type=float, default=4.0,
+                        help="turn frames: the label's 3 s waypoint at least this far to the side (m)")
     parser.add_argument("--out", help="also write the result here as JSON")
     args = parser.parse_args(argv)
 
@@ -255,9 +310,12 @@ def main(argv: list[str] | None = None) -> int:
     if ik:
         dataset = DrivingDataset(scan.episodes, image_size=model.config.image_size, max_frames=args.frames,
                                  horizon_s=horizons, with_boxes=False)
-        result = future_oracle(model, dataset, seed=args.seed)
+        result = future_oracle(model, dataset, seed=args.seed, turn_min_m=args.turn_min_m)
         result.command = command
         result.target = target
+        # the turn rows over every turning frame of the data, not only the strided ones above
+        every = DrivingDataset(scan.episodes, image_size=model.config.image_size, horizon_s=horizons, with_boxes=False)
+        result.turns = turn_oracle(model, every, args.turn_min_m, seed=args.seed) or result.turns
         print(f"{result.samples} frames, future horizons {', '.join(f'{h:g}' for h in result.horizons_s)} s")
         print(result.table())
         data = result.to_dict()

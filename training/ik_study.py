@@ -15,7 +15,7 @@ because every frame is encoded once (``training.token_cache``).
 Prints one JSON object (also written to ``--out``): the configuration, timings, and
 ``l2[mode]["l2_1s" | "l2_2s" | "l2_3s"]`` for mode in oracle / static / constant_speed.
 
-``--save DIR`` also writes the trained IK net (:func:`save_ik_net`: ``ik_net.safetensors`` with the
+``--save DIR`` also writes the trained IK net (:func:`training.ik_net_io.save_ik_net`: ``ik_net.safetensors`` with the
 IK net's and the trajectory normaliser's tensors, ``ik_net.json`` with what they were trained
 for), which ``model.ik_net_from`` of stage (b) starts from: the IK net first learns to read the
 real motion with cheap steps (no VLA in the loop), then trains with the VLA.
@@ -35,6 +35,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from training.ik_net_io import ik_net_meta, save_ik_net
+
 
 def constant_speed_plan(speed: np.ndarray, num_waypoints: int, dt: float) -> np.ndarray:
     """[N, T, 2]: straight ahead at the current speed (m/s)."""
@@ -42,53 +44,6 @@ def constant_speed_plan(speed: np.ndarray, num_waypoints: int, dt: float) -> np.
     plan = np.zeros((speed.shape[0], num_waypoints, 2), np.float32)
     plan[:, :, 0] = speed[:, None] * t[None]
     return plan
-
-
-IK_WEIGHTS = "ik_net.safetensors"
-IK_META = "ik_net.json"
-
-
-def ik_net_meta(ik_config: dict[str, Any], vision_config: dict[str, Any], horizons: Sequence[float],
-                num_waypoints: int) -> dict[str, Any]:
-    """What a saved IK net must match in the model that loads it."""
-    return {"ik_net": ik_config, "vision": vision_config, "horizons_s": [float(h) for h in horizons],
-            "num_waypoints": int(num_waypoints)}
-
-
-def save_ik_net(path: str | Path, net: torch.nn.Module, normalizer: torch.nn.Module, meta: dict[str, Any]) -> None:
-    """``ik_net.safetensors`` (``ik_net.*`` and ``normalizer.*`` tensors) and ``ik_net.json``."""
-    from safetensors.torch import save_file
-
-    path = Path(path)
-    path.mkdir(parents=True, exist_ok=True)
-    tensors = {f"ik_net.{k}": v for k, v in net.state_dict().items()}
-    tensors.update({f"normalizer.{k}": v for k, v in normalizer.state_dict().items()})
-    save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(path / IK_WEIGHTS))
-    from carla_eval.atomic_io import atomic_write_text
-
-    atomic_write_text(path / IK_META, json.dumps(meta, indent=2, sort_keys=True) + "\n")
-
-
-def load_ik_net(model: Any, path: str | Path) -> None:
-    """Load a saved IK net and its normaliser into an IK model (strict; see :func:`ik_net_meta`)."""
-    from safetensors.torch import load_file
-
-    path = Path(path)
-    if not (path / IK_WEIGHTS).is_file() or not (path / IK_META).is_file():
-        raise FileNotFoundError(f"{path}: not a saved IK net folder (needs {IK_WEIGHTS} and {IK_META})")
-    saved = json.loads((path / IK_META).read_text())
-    cfg = model.config
-    want = ik_net_meta(dataclasses.asdict(cfg.ik_net), cfg.vision.to_dict(), cfg.future.horizons_s, cfg.num_waypoints)
-    want = json.loads(json.dumps(want))  # tuples as JSON reads them back
-    for key in want:
-        a, b = saved.get(key), want[key]
-        if key == "vision":
-            a, b = {k: v for k, v in (a or {}).items() if k != "freeze"}, {k: v for k, v in b.items() if k != "freeze"}
-        if a != b:
-            raise ValueError(f"{path}: the IK net was trained for {key} {a}, the model has {b}")
-    tensors = load_file(str(path / IK_WEIGHTS))
-    for prefix, module in (("ik_net.", model.ik_net), ("normalizer.", model.normalizer)):
-        module.load_state_dict({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}, strict=True)
 
 
 def study_step(opt: torch.optim.Optimizer, loss: torch.Tensor, lr: float, step: int, steps: int, log=print,

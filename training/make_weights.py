@@ -159,18 +159,22 @@ def generated_routes(cfg: MakeWeightsConfig) -> list[str]:
     return files
 
 
-# Model overrides that only change the IK model's stage-(b) loss: the encoder pre-training and the
-# shortcut baseline are built without them, so changing one retrains the IK model alone (--resume).
-IK_LOSS_OVERRIDES = ("future_turn_weight",)
+# Model overrides that do not reach every stage, so that changing one retrains only the stages it
+# reaches (--resume): none of these shapes the encoder, so pre-training is built without them, and
+# the shortcut baseline has no future-state loss.
+NOT_IN_STAGE = {
+    "pretrain": ("future_turn_weight", "status_queries"),
+    "shortcut": ("future_turn_weight",),
+    "ik": (),
+    "ik_alone": ("future_turn_weight", "status_queries"),  # the IK net alone has no VLA
+}
 
 
 def stage_config(cfg: MakeWeightsConfig, stage: str, kind: str, steps: StageSteps, data: Path, out: Path,
                  encoder: Path | None, ik_net_from: Path | None = None) -> TrainConfig:
     pretrain = stage == "pretrain_encoder"
-    overrides = dict(cfg.model_overrides)
-    if pretrain or kind != "ik":
-        for key in IK_LOSS_OVERRIDES:
-            overrides.pop(key, None)
+    overrides = {k: v for k, v in cfg.model_overrides.items()
+                 if k not in NOT_IN_STAGE["pretrain" if pretrain else kind]}
     extra = [str(data / "train_gen")] if cfg.generated_train_suites and not pretrain else []
     return TrainConfig(
         stage=stage,  # type: ignore[arg-type]
@@ -342,14 +346,16 @@ def ik_alone_stage(cfg: MakeWeightsConfig, data: Path, out: Path, encoder: Path,
     """Train the IK net alone on real-future tokens (``training.ik_study``) into ``out``; returns the
     study's result (its ``train_s`` / ``token_cache_s`` and oracle / static L2 on ``val``). With
     ``resume`` a folder already trained with these very settings is reused."""
-    from training.ik_study import IK_WEIGHTS, run_study
+    from training.ik_net_io import IK_WEIGHTS
+    from training.ik_study import run_study
 
-    overrides = {k: (tuple(v) if k == "image_size" else v) for k, v in cfg.model_overrides.items() if k != "future_horizons_s"}
+    reaching = {k: v for k, v in cfg.model_overrides.items() if k not in NOT_IN_STAGE["ik_alone"]}
+    overrides = {k: (tuple(v) if k == "image_size" else v) for k, v in reaching.items() if k != "future_horizons_s"}
     horizons = [float(h) for h in cfg.model_overrides.get("future_horizons_s", [3.0])]
     train = [str(data / "train")] + ([str(data / "train_gen")] if cfg.generated_train_suites else [])
     settings = {"encoder": str(encoder), "train": train, "horizons_s": horizons, "steps": cfg.ik_alone.steps,
                 "lr": cfg.ik_alone.lr, "warmup_steps": cfg.ik_alone.warmup_steps, "batch_size": cfg.ik_alone_batch_size,
-                "overrides": cfg.model_overrides, "seed": cfg.seed, "max_val": cfg.max_val_frames}
+                "overrides": reaching, "seed": cfg.seed, "max_val": cfg.max_val_frames}
     done = out / "result.json"
     if resume and done.is_file() and (out / IK_WEIGHTS).is_file():
         saved = json.loads(done.read_text())

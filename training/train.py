@@ -28,6 +28,39 @@ logger = logging.getLogger("training")
 MODEL_TYPES = {"ik": "ik_drive", "shortcut": "shortcut"}
 
 
+# The model.overrides that apply to a model loaded with model.init_from (its other settings are the
+# saved config's): a loss weight, and an input path that starts at zero (status_queries).
+INIT_FROM_OVERRIDES = ("future_turn_weight", "status_queries")
+
+
+def adapt_saved_model(model: Any, overrides: dict[str, Any]) -> Any:
+    """``model`` with :data:`INIT_FROM_OVERRIDES` applied to its config, every saved tensor kept.
+
+    Turning ``status_queries`` on adds the LLM's zero-initialised status projector, so the adapted
+    model plans exactly as the saved one until it is trained; any other tensor missing or left over
+    is an error."""
+    config = model.config
+    if "future_turn_weight" in overrides:
+        if not hasattr(config, "future"):
+            raise ConfigError("model.overrides.future_turn_weight: only for an IK model")
+        config = dataclasses.replace(config, future=dataclasses.replace(
+            config.future, turn_weight=float(overrides["future_turn_weight"])))
+    if "status_queries" in overrides:
+        config = dataclasses.replace(config, llm=dataclasses.replace(
+            config.llm, status_queries=bool(overrides["status_queries"])))
+    if config == model.config:
+        return model
+    with torch.random.fork_rng(devices=[]):  # the new parts' init must not move the caller's RNG
+        adapted = type(model)(config, model.tokenizer)
+    missing, unexpected = adapted.load_state_dict(model.state_dict(), strict=False)
+    new = {k for k in adapted.state_dict() if ".status_projector." in k} if config.llm.status_queries else set()
+    if unexpected or set(missing) != (new - set(model.state_dict())):
+        raise ConfigError(f"model.overrides {sorted(overrides)}: the saved model does not fit the adapted one "
+                          f"(missing {sorted(missing)}, unexpected {sorted(unexpected)})")
+    adapted.set_vision_frozen(model.vision_frozen)
+    return adapted.to(model.device).train(model.training)
+
+
 def build_model(cfg: ModelConfig, seed: int) -> Any:
     """A fresh model of ``cfg.preset`` (or the model saved at ``cfg.init_from``)."""
     from agent.model.pipeline import load_model
@@ -37,7 +70,7 @@ def build_model(cfg: ModelConfig, seed: int) -> Any:
         model = load_model(cfg.init_from)
         if model.config.model_type != MODEL_TYPES[cfg.kind]:
             raise ConfigError(f"model.init_from {cfg.init_from} holds a {model.config.model_type!r} model, config says {cfg.kind!r}")
-        return model
+        return adapt_saved_model(model, {k: v for k, v in cfg.overrides.items() if k in INIT_FROM_OVERRIDES})
     overrides = dict(cfg.overrides)
     known = {f.name for f in dataclasses.fields(PresetOverrides)} - {"model_type"}
     unknown = sorted(set(overrides) - known)
@@ -190,7 +223,7 @@ def run(cfg: TrainConfig, resume: str | None = None, accelerator: Any = None) ->
             logger.info("LoRA rank %d on %d LLM layers", cfg.model.lora.rank, len(adapted))
         labels = None  # [S, T, 2] m, read once from the episodes when needed
         if cfg.model.ik_net_from is not None:
-            from training.ik_study import load_ik_net
+            from training.ik_net_io import load_ik_net
 
             load_ik_net(model, cfg.model.ik_net_from)  # the IK net and the normaliser it was trained with
         elif cfg.model.init_from is None:

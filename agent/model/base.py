@@ -14,7 +14,7 @@ from .checkpoint import checkpoint_files, load_state_dict_strict, save_state_dic
 from .configuration import CONFIG_NAME, IKDriveConfig, ShortcutConfig, load_config
 from .interfaces import DrivingInputs
 from .normalizer import TrajectoryNormalizer
-from .tokenization import ensure_pad_token, format_prompts, tokenize_prompts
+from .tokenization import ensure_pad_token, format_prompts, status_features, tokenize_prompts
 from .vision import VisionEncoder
 
 
@@ -79,6 +79,13 @@ class DrivingModelBase(nn.Module):
         """Prompt token ids and attention mask [B, L_text] for the numeric inputs."""
         prompts = format_prompts(inputs.command, inputs.speed, inputs.acceleration, inputs.target_point)
         return tokenize_prompts(self.tokenizer, prompts, self.device)
+
+    def prompt_status(self, inputs: DrivingInputs) -> torch.Tensor | None:
+        """The prompt's numbers as a vector [B, STATUS_SIZE] for an LLM with ``status_queries``,
+        else None (``agent.model.tokenization.status_features``)."""
+        if not self.config.llm.status_queries:
+            return None
+        return status_features(inputs.command, inputs.speed, inputs.acceleration, inputs.target_point).to(self.device)
 
     def parameter_counts(self) -> dict[str, int]:
         """Parameters per top-level submodule, plus "total" and "trainable"."""

@@ -171,8 +171,9 @@ class FastIKDrivePipeline:
     def _encode_eager(self, images: torch.Tensor) -> torch.Tensor:
         return self.model.vision(images.to(self.dtype)).to(self.dtype)  # [B, K, D]
 
-    def _vla_eager(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, current: torch.Tensor) -> torch.Tensor:
-        return self.model.vla(input_ids, attention_mask, current).to(self.dtype)  # [B, K, D]
+    def _vla_eager(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, current: torch.Tensor,
+                   status: Optional[torch.Tensor]) -> torch.Tensor:
+        return self.model.vla(input_ids, attention_mask, current, status).to(self.dtype)  # [B, K, D]
 
     def _ik_eager(self, current: torch.Tensor, future: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         ik_net = self.model.ik_net
@@ -224,7 +225,7 @@ class FastIKDrivePipeline:
             now = self._sync()
             timings["encoder"], last = (now - last) * 1e3, now
             ids, mask = self.tokenize(inputs)
-            future = self._run(self._vla, ids, mask, current)
+            future = self._run(self._vla, ids, mask, current, self.model.prompt_status(inputs))
             now = self._sync()
             timings["vla"], last = (now - last) * 1e3, now
             shape = (b * self.config.num_samples, cfg.num_waypoints, 2)

@@ -156,7 +156,7 @@ class IKDriveModel(DrivingModelBase):
 
         current, target = self.batch_tokens(batch)  # [B, K, D], [B, F K, D]
         input_ids, attention_mask = self.tokenize(batch)
-        predicted = self.vla(input_ids, attention_mask, current)  # [B, F K, D]
+        predicted = self.vla(input_ids, attention_mask, current, self.prompt_status(batch))  # [B, F K, D]
         weights = turn_weights(batch.trajectory, cfg.future.turn_weight, cfg.future.turn_scale_m)
         loss_future = future_state_loss(predicted, target, cfg.future.loss, weights)
 

@@ -134,7 +134,7 @@ class IKDrivePipeline(_PipelineBase):
         current = model.current_tokens(inputs)  # [B, K, D]
         watch.mark("encoder")
         input_ids, attention_mask = model.tokenize(inputs)
-        future = model.vla(input_ids, attention_mask, current)  # [B, F K, D]
+        future = model.vla(input_ids, attention_mask, current, model.prompt_status(inputs))  # [B, F K, D]
         watch.mark("vla")
         trajectory = self._decode(current, future, steps, generator, num_samples)  # [B, T, 2]
         watch.mark("ik_net")
@@ -194,7 +194,7 @@ class ShortcutPipeline(_PipelineBase):
         current = model.current_tokens(inputs)  # [B, K, D]
         watch.mark("encoder")
         input_ids, attention_mask = model.tokenize(inputs)
-        hidden = model.vla(input_ids, attention_mask, current)  # [B, T, D_llm]
+        hidden = model.vla(input_ids, attention_mask, current, model.prompt_status(inputs))  # [B, T, D_llm]
         watch.mark("vla")
         trajectory = model.normalizer.unnormalize(model.head(hidden).float())  # [B, T, 2] m
         watch.mark("ik_net")

@@ -84,7 +84,7 @@ class PresetOverrides:
     num_waypoints, waypoint_dt: trajectory. num_inference_steps, prediction_type, teacher_forcing,
     teacher_forcing_gt_prob, ik_memory_layers, ik_flow_heads, ik_flow_values: IK net. future_horizons_s (several
     future frames) or future_horizon_s (one), future_loss, future_turn_weight: future state. freeze_vision:
-    freeze the DINOv3 weights.
+    freeze the DINOv3 weights. projector, status_queries: the LLM's inputs (``LLMConfig``).
     """
 
     model_type: str | None = None
@@ -106,6 +106,7 @@ class PresetOverrides:
     future_turn_weight: float | None = None
     freeze_vision: bool | None = None
     projector: str | None = None
+    status_queries: bool | None = None
 
 
 def _pick(value: Any, default: Any) -> Any:
@@ -128,7 +129,8 @@ def _compose(
         backbone=vision_backbone,
         freeze=_pick(o.freeze_vision, freeze_vision),
     )
-    llm = LLMConfig(backbone=llm_backbone, projector=_pick(o.projector, "linear"))
+    llm = LLMConfig(backbone=llm_backbone, projector=_pick(o.projector, "linear"),
+                    status_queries=bool(_pick(o.status_queries, False)))
     trajectory = TrajectoryConfig(num_waypoints=_pick(o.num_waypoints, 6), waypoint_dt=_pick(o.waypoint_dt, 0.5))
     model_type = _pick(o.model_type, IKDriveConfig.model_type)
     if model_type == ShortcutConfig.model_type:

@@ -44,7 +44,7 @@ class ShortcutModel(DrivingModelBase):
     def predict_normalized(self, inputs: DrivingInputs, current_tokens: torch.Tensor) -> torch.Tensor:
         """Normalised trajectory [B, T, 2] from the prompt of ``inputs`` and tokens [B, K, D_vision]."""
         input_ids, attention_mask = self.tokenize(inputs)
-        hidden = self.vla(input_ids, attention_mask, current_tokens)  # [B, T, D_llm]
+        hidden = self.vla(input_ids, attention_mask, current_tokens, self.prompt_status(inputs))  # [B, T, D_llm]
         return self.head(hidden).float()  # [B, T, 2]
 
     def compute_loss(self, batch: TrainingBatch, generator: torch.Generator | None = None) -> LossOutput:

@@ -32,6 +32,14 @@ COMMAND_WORDS: dict[int, str] = {
     6: "change lane right",
 }
 
+# The prompt's numbers as one vector (``status_features``; used by ``LLMConfig.status_queries``):
+# a one-hot of the command over these RoadOption values (VOID counts as LANEFOLLOW), then speed,
+# acceleration, target x and target y, each divided by its scale below and clipped to +-STATUS_CLIP.
+STATUS_COMMANDS = (1, 2, 3, 4, 5, 6)
+STATUS_SCALES = {"speed": 10.0, "acceleration": 5.0, "target_x": 20.0, "target_y": 20.0}  # m/s, m/s^2, m, m
+STATUS_CLIP = 5.0
+STATUS_SIZE = len(STATUS_COMMANDS) + len(STATUS_SCALES)
+
 PAD_TOKEN = "[PAD]"
 UNK_TOKEN = "[UNK]"
 
@@ -75,6 +83,31 @@ def format_prompts(
     accels = acceleration.detach().float().cpu().tolist()
     targets = target_point.detach().float().cpu().tolist()
     return [format_prompt(c, s, a, t[0], t[1]) for c, s, a, t in zip(commands, speeds, accels, targets)]
+
+
+def status_features(
+    command: torch.Tensor, speed: torch.Tensor, acceleration: torch.Tensor, target_point: torch.Tensor
+) -> torch.Tensor:
+    """The prompt's inputs as numbers, float32 [B, STATUS_SIZE] (see ``STATUS_COMMANDS``).
+
+    Tensors [B], [B], [B], [B, 2], as for :func:`format_prompts`; an unknown command or a number
+    that is not finite raises ``ValueError`` naming it (the text prompt refuses the same inputs).
+    """
+    command = command.detach().long().reshape(-1)
+    known = torch.tensor(sorted(COMMAND_WORDS), device=command.device)
+    if not torch.isin(command, known).all():
+        bad = sorted(set(command.tolist()) - set(COMMAND_WORDS))
+        raise ValueError(f"command: unknown RoadOption value(s) {bad}; expected one of {sorted(COMMAND_WORDS)}")
+    command = torch.where(command == -1, torch.full_like(command, 4), command)
+    onehot = (command[:, None] == torch.tensor(STATUS_COMMANDS, device=command.device)[None]).float()  # [B, 6]
+    target = target_point.detach().float().reshape(-1, 2)
+    values = {"speed": speed.detach().float().reshape(-1), "acceleration": acceleration.detach().float().reshape(-1),
+              "target_x": target[:, 0], "target_y": target[:, 1]}
+    for name, value in values.items():
+        if not torch.isfinite(value).all():
+            raise ValueError(f"{name}: status numbers must be finite")
+    scaled = torch.stack([values[k] / STATUS_SCALES[k] for k in STATUS_SCALES], dim=1).clamp(-STATUS_CLIP, STATUS_CLIP)
+    return torch.cat([onehot, scaled.to(onehot.device)], dim=1)  # [B, STATUS_SIZE]
 
 
 def prompt_vocabulary() -> list[str]:

@@ -7,7 +7,9 @@ Sequence layout for a batch element (L = L_text + K + Q positions)::
 The attention is causal (Qwen2) with the prompt padding masked out; position ids count only real
 tokens, so the same sample gives the same output whatever the padding of its batch. The queries
 come last, so each reads the whole prompt and the whole current frame. Their last hidden states
-are the output; no token is decoded autoregressively.
+are the output; no token is decoded autoregressively. With ``LLMConfig.status_queries`` the
+prompt's numbers also reach the queries directly: each query embedding gets a learned linear
+projection of the status vector added (``tokenization.status_features``).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import torch
 from torch import nn
 
 from .configuration import LLMConfig
+from .tokenization import STATUS_SIZE
 
 
 def build_qwen2(config: LLMConfig):
@@ -35,8 +38,10 @@ def positions_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
 class PromptedQueryLLM(nn.Module):
     """Projector + Qwen2 + Q learned query tokens; returns the queries' last hidden states.
 
-    ``forward(input_ids [B, L_text], attention_mask [B, L_text], visual_tokens [B, K, D_vision])
-    -> [B, Q, D_llm]``.
+    ``forward(input_ids [B, L_text], attention_mask [B, L_text], visual_tokens [B, K, D_vision],
+    status [B, STATUS_SIZE] or None) -> [B, Q, D_llm]``. With ``config.status_queries`` the status
+    vector (``tokenization.status_features``) is projected (zero-initialised linear layer) and added
+    to every query embedding, and ``status`` is required; without it ``status`` must be None.
     """
 
     def __init__(self, config: LLMConfig, vision_size: int, num_queries: int, llm: nn.Module | None = None) -> None:
@@ -56,12 +61,18 @@ class PromptedQueryLLM(nn.Module):
             self.projector = nn.Linear(vision_size, width)
         self.queries = nn.Parameter(torch.empty(num_queries, width))
         nn.init.normal_(self.queries, std=0.02)
+        self.status_projector: nn.Linear | None = None
+        if config.status_queries:
+            self.status_projector = nn.Linear(STATUS_SIZE, width)
+            nn.init.zeros_(self.status_projector.weight)  # starts as the model without it
+            nn.init.zeros_(self.status_projector.bias)
 
     @property
     def num_queries(self) -> int:
         return int(self.queries.shape[0])
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, visual_tokens: torch.Tensor) -> torch.Tensor:
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, visual_tokens: torch.Tensor,
+                status: torch.Tensor | None = None) -> torch.Tensor:
         b = input_ids.shape[0]
         if visual_tokens.shape[0] != b or attention_mask.shape != input_ids.shape:
             raise ValueError(
@@ -71,7 +82,16 @@ class PromptedQueryLLM(nn.Module):
         embed = self.llm.get_input_embeddings()
         text = embed(input_ids)  # [B, L_text, D_llm]
         visual = self.projector(visual_tokens.to(self.queries.dtype))  # [B, K, D_llm]
-        queries = self.queries.unsqueeze(0).expand(b, -1, -1).to(text.dtype)  # [B, Q, D_llm]
+        queries = self.queries.unsqueeze(0).expand(b, -1, -1)  # [B, Q, D_llm]
+        if self.status_projector is not None:
+            if status is None or tuple(status.shape) != (b, STATUS_SIZE):
+                got = None if status is None else tuple(status.shape)
+                raise ValueError(f"status: this LLM adds the prompt's numbers to its queries; expected [B={b}, "
+                                 f"{STATUS_SIZE}], got {got}")
+            queries = queries + self.status_projector(status.to(self.queries.dtype))[:, None, :]
+        elif status is not None:
+            raise ValueError("status: given, but this LLM was built without status_queries")
+        queries = queries.to(text.dtype)
         inputs_embeds = torch.cat([text, visual.to(text.dtype), queries], dim=1)  # [B, L, D_llm]
         ones = attention_mask.new_ones(b, visual.shape[1] + queries.shape[1])
         mask = torch.cat([attention_mask, ones], dim=1)  # [B, L]
@@ -102,6 +122,7 @@ class FutureStatePredictor(nn.Module):
     def llm(self) -> nn.Module:
         return self.reader.llm
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, visual_tokens: torch.Tensor) -> torch.Tensor:
-        hidden = self.reader(input_ids, attention_mask, visual_tokens)  # [B, K, D_llm]
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, visual_tokens: torch.Tensor,
+                status: torch.Tensor | None = None) -> torch.Tensor:
+        hidden = self.reader(input_ids, attention_mask, visual_tokens, status)  # [B, K, D_llm]
         return self.head(hidden).float()  # [B, K, D_vision]

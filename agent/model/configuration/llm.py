@@ -6,7 +6,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from ._checks import _check_keys, _choice, _positive_int, _validate_backbone
+from ._checks import _check_keys, _choice, _fail, _positive_int, _validate_backbone
 
 PROJECTORS = ("linear", "mlp2x_gelu")
 
@@ -20,11 +20,16 @@ class LLMConfig:
         attn_implementation: transformers attention kernel ("sdpa" or "eager").
         projector: vision -> LLM projector, "linear" (LLaVA) or "mlp2x_gelu" (LLaVA-1.5: Linear,
             GELU, Linear).
+        status_queries: the prompt's numbers (command one-hot, speed, acceleration, target point;
+            ``agent.model.tokenization.status_features``) also enter the LLM as a vector: a linear
+            projection of it, zero at initialisation, is added to every query embedding. The text
+            prompt stays; this is a second, direct path for the route into the queries.
     """
 
     backbone: dict[str, Any] = field(default_factory=dict)
     attn_implementation: str = "sdpa"
     projector: str = "linear"
+    status_queries: bool = False
 
     def __post_init__(self) -> None:
         from transformers import Qwen2Config
@@ -35,6 +40,8 @@ class LLMConfig:
         _positive_int(owner, "backbone.vocab_size", self.backbone["vocab_size"])
         _choice(owner, "attn_implementation", self.attn_implementation, ("sdpa", "eager"))
         _choice(owner, "projector", self.projector, PROJECTORS)
+        if not isinstance(self.status_queries, bool):
+            _fail(owner, "status_queries", f"must be true or false, got {self.status_queries!r}")
 
     @property
     def hidden_size(self) -> int:
@@ -47,7 +54,7 @@ class LLMConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return {"backbone": json.loads(json.dumps(self.backbone)), "attn_implementation": self.attn_implementation,
-                "projector": self.projector}
+                "projector": self.projector, "status_queries": self.status_queries}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "LLMConfig":
