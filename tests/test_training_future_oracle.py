@@ -96,8 +96,11 @@ def test_cli_of_a_shortcut_model_runs_the_command_probe_only(tmp_path):
     model.save_pretrained(tmp_path / "model")
     assert main(["--model", str(tmp_path / "model"), "--data", str(data), "--out", str(tmp_path / "o.json")]) == 0
     out = json.loads((tmp_path / "o.json").read_text())
-    assert set(out) == {"command", "target"} and out["target"]["samples"] > 0 and out["command"]["samples"] == len(scan_dataset(data).episodes[0].arrays["command"]) - 30
+    assert set(out) == {"command", "target", "junction_target"} and out["target"]["samples"] > 0
+    assert out["command"]["samples"] == len(scan_dataset(data).episodes[0].arrays["command"]) - 30
     assert out["command"]["recorded_commands"]["STRAIGHT"] == out["command"]["samples"]
+    # every frame is a junction frame here: the junction target probe plans all of them
+    assert out["junction_target"]["samples"] == out["command"]["samples"]
 
 
 class _TargetFollower:
@@ -130,6 +133,9 @@ def test_target_probe_sets_the_target_point_and_reports_the_ordering(data_dir, m
         assert res["lateral_3s"] == {name: p[1] for name, p in PROBE_TARGETS.items()} and res["ordered"] == 1.0
     else:
         assert set(res["lateral_3s"].values()) == {0.0} and res["ordered"] == 0.0
+    # the synthetic drives follow the lane: no junction frame to probe
+    assert set(ds[i]["command"].item() for i in range(len(ds))) == {4}
+    assert target_probe(model, ds, junctions=True) is None
 
 
 def test_turn_breakdown_counts_the_plans_on_the_labels_side():

@@ -315,6 +315,11 @@ class DrivingDataset(torch.utils.data.Dataset):
             sample["gt_boxes"] = torch.from_numpy(self.gt_boxes(e, f))
         return sample
 
+    def recorded_commands(self) -> np.ndarray:
+        """[S] int64 the route command recorded with each sample's frame (RoadOption values)."""
+        return np.array([int(self.episodes[int(e)].arrays["command"][int(f)])
+                         for e, f in zip(self.index.episodes, self.index.frames)], dtype=np.int64)
+
     def all_trajectories(self) -> np.ndarray:
         """[S, T, 2] every sample's label (for fitting the trajectory normaliser), no image decoding."""
         out = np.zeros((len(self), self.num_waypoints, 2), dtype=np.float32)

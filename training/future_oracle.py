@@ -30,7 +30,9 @@ left < straight < right.
 The target-point probe (:func:`target_probe`, any model) does the same on evenly strided held-out
 frames with the prompt's target point set to a junction exit 16 m ahead and 11.5 m to the left, the
 same straight ahead, and 11.5 m to the right (:data:`PROBE_TARGETS`). The target point is the
-route's only geometric input, so a model that plans with the route turns towards it.
+route's only geometric input, so a model that plans with the route turns towards it. The same
+on every junction frame (``junctions=True``): there the scene allows more than one way and only
+the route says which.
 
 ``python -m training.future_oracle --model weights/ik-tiny --data DATA/val [--frames 512] [--out F]``
 """
@@ -63,11 +65,12 @@ class OracleResult:
     horizons_s: tuple[float, ...]
     command: dict[str, Any] | None = None
     target: dict[str, Any] | None = None
+    junction_target: dict[str, Any] | None = None
     turns: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {"l2": self.l2, "samples": self.samples, "horizons_s": list(self.horizons_s), "command": self.command,
-                "target": self.target, "turns": self.turns}
+                "target": self.target, "junction_target": self.junction_target, "turns": self.turns}
 
     def table(self) -> str:
         keys = [k for k in next(iter(self.l2.values())) if k != "l2_avg"]
@@ -86,9 +89,10 @@ class OracleResult:
                       + (f"{l2[mode]['l2_3s']:.2f} |" if l2 else "- |") for mode in MODES]
         if self.command is not None:
             lines += _probe_table(f"command probe ({self.command['samples']} junction frames)", self.command)
-        if self.target is not None:
-            t = self.target
-            lines += _probe_table(f"target-point probe ({t['samples']} frames, target {t['targets']['LEFT'][0]:g} m "
+        for t, where in ((self.target, "frames"), (self.junction_target, "junction frames")):
+            if t is None:
+                continue
+            lines += _probe_table(f"target-point probe ({t['samples']} {where}, target {t['targets']['LEFT'][0]:g} m "
                                   f"ahead, {abs(t['targets']['LEFT'][1]):g} m to the side or straight)", t)
             if t.get("future_change") is not None:
                 lines.append(f"predicted future tokens, LEFT vs RIGHT target: change {t['future_change']:.4f} of "
@@ -242,8 +246,7 @@ def command_probe(model: Any, dataset: Any, batch_size: int = 64, num_samples: i
     """Plans of junction frames with the route command set to LEFT / STRAIGHT / RIGHT (module doc).
 
     Returns None when ``dataset`` has no junction frame."""
-    commands = np.array([int(dataset.episodes[int(e)].arrays["command"][int(f)])
-                         for e, f in zip(dataset.index.episodes, dataset.index.frames)])
+    commands = dataset.recorded_commands()
     picked = np.nonzero(np.isin(commands, list(JUNCTION_COMMANDS.values())))[0]
     if picked.size == 0:
         return None
@@ -261,13 +264,20 @@ def command_probe(model: Any, dataset: Any, batch_size: int = 64, num_samples: i
 
 @torch.no_grad()
 def target_probe(model: Any, dataset: Any, frames: int = 256, batch_size: int = 64, num_samples: int = 4,
-                 seed: int = 0) -> dict[str, Any]:
+                 seed: int = 0, junctions: bool = False) -> dict[str, Any] | None:
     """Plans of ``frames`` evenly strided samples with the prompt's target point set to each of
     :data:`PROBE_TARGETS` (everything else fixed). The target point is the route's only geometric
-    input: a model that plans with the route turns its plan towards it."""
+    input: a model that plans with the route turns its plan towards it. ``junctions``: every
+    junction frame instead (route command LEFT, RIGHT or STRAIGHT recorded, as the command probe
+    picks them), where the scene allows more than one way; None when there is none."""
     if len(dataset) == 0:
         raise ValueError("dataset: no samples")
-    picked = np.unique(np.linspace(0, len(dataset) - 1, min(frames, len(dataset))).round().astype(np.int64))
+    if junctions:
+        picked = np.nonzero(np.isin(dataset.recorded_commands(), list(JUNCTION_COMMANDS.values())))[0]
+        if picked.size == 0:
+            return None
+    else:
+        picked = np.unique(np.linspace(0, len(dataset) - 1, min(frames, len(dataset))).round().astype(np.int64))
 
     def set_target(point: tuple[float, float]) -> Any:
         def edit(inputs: Any) -> None:
@@ -307,12 +317,14 @@ def main(argv: list[str] | None = None) -> int:
                                with_boxes=False, with_future=False)
     command = command_probe(model, junctions, seed=args.seed)
     target = target_probe(model, junctions, frames=args.frames, seed=args.seed)
+    junction_target = target_probe(model, junctions, seed=args.seed, junctions=True)
     if ik:
         dataset = DrivingDataset(scan.episodes, image_size=model.config.image_size, max_frames=args.frames,
                                  horizon_s=horizons, with_boxes=False)
         result = future_oracle(model, dataset, seed=args.seed, turn_min_m=args.turn_min_m)
         result.command = command
         result.target = target
+        result.junction_target = junction_target
         # the turn rows over every turning frame of the data, not only the strided ones above
         every = DrivingDataset(scan.episodes, image_size=model.config.image_size, horizon_s=horizons, with_boxes=False)
         result.turns = turn_oracle(model, every, args.turn_min_m, seed=args.seed) or result.turns
@@ -321,8 +333,8 @@ def main(argv: list[str] | None = None) -> int:
         data = result.to_dict()
     else:  # the shortcut baseline has no future state: the command probe only
         print(f"{model.config.model_type}: no future state; command and target-point probes only")
-        print(json.dumps({"command": command, "target": target}, indent=2))
-        data = {"command": command, "target": target}
+        data = {"command": command, "target": target, "junction_target": junction_target}
+        print(json.dumps(data, indent=2))
     if args.out:
         from carla_eval.atomic_io import atomic_write_json
 
