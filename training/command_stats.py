@@ -12,7 +12,6 @@ or kept through it as LANEFOLLOW, does not.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Any

@@ -331,7 +331,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{result.samples} frames, future horizons {', '.join(f'{h:g}' for h in result.horizons_s)} s")
         print(result.table())
         data = result.to_dict()
-    else:  # the shortcut baseline has no future state: the command probe only
+    else:  # the shortcut baseline has no future state: the probes only
         print(f"{model.config.model_type}: no future state; command and target-point probes only")
         data = {"command": command, "target": target, "junction_target": junction_target}
         print(json.dumps(data, indent=2))
