@@ -4,7 +4,8 @@ For every sample of a dataset (the labels a model trains on, no image decoding) 
 its trajectory label is sorted into left (at least ``min_lateral_m`` to the left), right (as far to
 the right) or straight (in between), and counted per recorded route command. A command that a
 model can learn the turn from has its turns on its own side; one recorded before the turn starts,
-or kept through it as LANEFOLLOW, does not.
+or kept through it as LANEFOLLOW, does not. The same samples also give the share whose route
+target point lies on the side of the turn.
 
 ``python -m training.command_stats DATA [DATA ...] [--min-lateral-m 4] [--out F]``
 """
@@ -45,8 +46,21 @@ def command_turns(commands: np.ndarray, trajectories: np.ndarray, min_lateral_m:
     return out
 
 
+def target_side_share(target_points: np.ndarray, trajectories: np.ndarray, min_lateral_m: float = 4.0) -> dict[str, Any]:
+    """On the samples whose label [S, T, 2] ends at least ``min_lateral_m`` to the side: how many
+    there are and the share whose route target point [S, 2] (ego frame, y right) lies on that side."""
+    y = np.asarray(trajectories)[:, -1, 1]
+    turning = np.abs(y) >= min_lateral_m
+    ty = np.asarray(target_points)[:, 1]
+    if ty.shape != y.shape:
+        raise ValueError(f"target_points {np.asarray(target_points).shape}: one per trajectory label {y.shape}")
+    share = float((np.sign(ty[turning]) == np.sign(y[turning])).mean()) if turning.any() else None
+    return {"turning": int(turning.sum()), "target_on_turn_side": share}
+
+
 def dataset_command_turns(data_dir: str | Path, min_lateral_m: float = 4.0) -> dict[str, dict[str, int]]:
-    """:func:`command_turns` over every sample of a collected dataset folder."""
+    """:func:`command_turns` over every sample of a collected dataset folder, plus
+    ``"target point"``: :func:`target_side_share` of the same samples."""
     from training.dataset import DrivingDataset
     from training.manifest import scan_dataset
 
@@ -55,7 +69,12 @@ def dataset_command_turns(data_dir: str | Path, min_lateral_m: float = 4.0) -> d
         print(scan.report(), file=sys.stderr)
     # labels and commands only: the image size is never used, no frame is decoded
     ds = DrivingDataset(scan.episodes, image_size=(32, 32), with_boxes=False, with_future=False)
-    return command_turns(ds.recorded_commands(), ds.all_trajectories(), min_lateral_m)
+    labels = ds.all_trajectories()
+    targets = np.array([ds.episodes[int(e)].arrays["target_point"][int(f)]
+                        for e, f in zip(ds.index.episodes, ds.index.frames)], dtype=np.float64).reshape(-1, 2)
+    out: dict[str, Any] = command_turns(ds.recorded_commands(), labels, min_lateral_m)
+    out["target point"] = target_side_share(targets, labels, min_lateral_m)
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -69,8 +88,12 @@ def main(argv: list[str] | None = None) -> int:
     print("|---|---|---:|---:|---:|")
     for folder in args.data:
         result[folder] = dataset_command_turns(folder, args.min_lateral_m)
+        side = result[folder]["target point"]
         for name, counts in result[folder].items():
-            print(f"| {folder} | {name} | " + " | ".join(f"{counts[s]:,}" for s in SIDES) + " |")
+            if name != "target point":
+                print(f"| {folder} | {name} | " + " | ".join(f"{counts[s]:,}" for s in SIDES) + " |")
+        share = "-" if side["target_on_turn_side"] is None else f"{100 * side['target_on_turn_side']:.1f} %"
+        print(f"{folder}: the route target point lies on the turn's side on {share} of the {side['turning']:,} turning samples")
     if args.out:
         from carla_eval.atomic_io import atomic_write_json
 
