@@ -70,8 +70,7 @@ def dataset_command_turns(data_dir: str | Path, min_lateral_m: float = 4.0) -> d
     # labels and commands only: the image size is never used, no frame is decoded
     ds = DrivingDataset(scan.episodes, image_size=(32, 32), with_boxes=False, with_future=False)
     labels = ds.all_trajectories()
-    targets = np.array([ds.episodes[int(e)].arrays["target_point"][int(f)]
-                        for e, f in zip(ds.index.episodes, ds.index.frames)], dtype=np.float64).reshape(-1, 2)
+    targets = ds.recorded("target_point").astype(np.float64).reshape(-1, 2)
     out: dict[str, Any] = command_turns(ds.recorded_commands(), labels, min_lateral_m)
     out["target point"] = target_side_share(targets, labels, min_lateral_m)
     return out

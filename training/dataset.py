@@ -315,10 +315,14 @@ class DrivingDataset(torch.utils.data.Dataset):
             sample["gt_boxes"] = torch.from_numpy(self.gt_boxes(e, f))
         return sample
 
+    def recorded(self, key: str) -> np.ndarray:
+        """[S, ...] the episode array ``key`` (e.g. "command", "target_point") at each sample's frame."""
+        return np.stack([self.episodes[int(e)].arrays[key][int(f)]
+                         for e, f in zip(self.index.episodes, self.index.frames)]) if len(self) else np.zeros((0,))
+
     def recorded_commands(self) -> np.ndarray:
         """[S] int64 the route command recorded with each sample's frame (RoadOption values)."""
-        return np.array([int(self.episodes[int(e)].arrays["command"][int(f)])
-                         for e, f in zip(self.index.episodes, self.index.frames)], dtype=np.int64)
+        return self.recorded("command").astype(np.int64)
 
     def all_trajectories(self) -> np.ndarray:
         """[S, T, 2] every sample's label (for fitting the trajectory normaliser), no image decoding."""
