@@ -115,6 +115,35 @@ def _trajectory_term(model: IKDriveModel, batch: TrainingBatch) -> torch.Tensor:
     return out.loss
 
 
+def test_future_gradient_carries_the_trajectory_loss_into_the_vla_alone():
+    """ik_future_gradient > 0: the trajectory term reaches the VLA through the predicted future,
+    scaled exactly by the setting; the loss values do not change."""
+    batch = make_batch(build().config, 2)
+    grads, losses = {}, {}
+    for scale in (0.0, 1.0, 3.0):
+        model = build(teacher_forcing="predicted", ik_future_gradient=scale)
+        loss = _trajectory_term(model, batch)
+        loss.backward()
+        grads[scale] = [p.grad.clone() if p.grad is not None else None for p in model.vla.parameters()]
+        losses[scale] = float(loss)
+        # A trainable encoder gets it only through the VLA's input tokens.
+        assert (grad_norm(model.vision) > 0) == (scale > 0)
+    assert all(g is None or float(g.abs().sum()) == 0.0 for g in grads[0.0])
+    assert losses[0.0] == losses[1.0] == losses[3.0]
+    pairs = [(a, b) for a, b in zip(grads[1.0], grads[3.0]) if a is not None and float(a.abs().sum()) > 0]
+    assert pairs, "the VLA got no gradient from the trajectory term"
+    for a, b in pairs:
+        torch.testing.assert_close(b, 3.0 * a, rtol=1e-4, atol=1e-7)
+    with pytest.raises(ValueError, match="future_gradient"):
+        IKNetConfig(future_gradient=-1.0)
+
+
+def test_future_gradient_never_reaches_through_ground_truth_futures():
+    model = build(teacher_forcing="ground_truth", ik_future_gradient=1.0)
+    _trajectory_term(model, make_batch(model.config, 2)).backward()
+    assert grad_norm(model.vla) == 0.0 and grad_norm(model.ik_net) > 0
+
+
 def test_future_state_target_receives_no_gradient():
     model = build()  # trainable encoder: the current frame's tokens do carry gradient
     batch = make_batch(model.config, 2)

@@ -112,3 +112,9 @@ def test_init_from_adds_the_projector_to_a_saved_model(tmp_path):
         adapt_saved_model(adapted, {"status_queries": False})  # the trained projector would be dropped
     with pytest.raises(ConfigError, match="only for an IK model"):
         adapt_saved_model(_model("shortcut", status=False), {"future_turn_weight": 1.0})
+    graded = adapt_saved_model(plain, {"ik_future_gradient": 1.0})
+    assert graded.config.ik_net.future_gradient == 1.0 and graded.config.ik_net == dataclasses.replace(
+        plain.config.ik_net, future_gradient=1.0)
+    assert all(torch.equal(a, b) for a, b in zip(graded.state_dict().values(), plain.state_dict().values()))
+    with pytest.raises(ConfigError, match="ik_future_gradient: only for an IK model"):
+        adapt_saved_model(_model("shortcut", status=False), {"ik_future_gradient": 1.0})

@@ -118,21 +118,39 @@ def test_make_weights_config_rejects_bad_num_samples():
 
 
 def test_model_overrides_reach_only_the_stages_they_change(tmp_path):
-    """future_turn_weight changes the IK model's loss only, status_queries both VLAs: the stage
+    """future_turn_weight and ik_future_gradient change the IK model's loss only, status_queries both VLAs: the stage
     configs they do not reach stay the same, so --resume reuses those stages."""
     from training.make_weights import MakeWeightsConfig, StageSteps, stage_config
 
     steps = StageSteps(steps=2)
     base = {"num_cameras": 3, "image_size": [32, 48]}
     plain = MakeWeightsConfig(model_overrides=dict(base))
-    reaches = {"future_turn_weight": {("train", "ik")}, "status_queries": {("train", "ik"), ("train", "shortcut")}}
-    for key, value in (("future_turn_weight", 4.0), ("status_queries", True)):
+    reaches = {"future_turn_weight": {("train", "ik")}, "ik_future_gradient": {("train", "ik")},
+               "status_queries": {("train", "ik"), ("train", "shortcut")}}
+    for key, value in (("future_turn_weight", 4.0), ("ik_future_gradient", 1.0), ("status_queries", True)):
         changed = MakeWeightsConfig(model_overrides={**base, key: value})
         for stage, kind in (("pretrain_encoder", "ik"), ("train", "shortcut"), ("train", "ik")):
             a, b = (stage_config(c, stage, kind, steps, tmp_path, tmp_path / "out", None) for c in (plain, changed))
             assert (a != b) == ((stage, kind) in reaches[key]), (key, stage, kind)
             if a != b:
                 assert b.model.overrides[key] == value
+
+
+def test_finetune_stage_takes_its_own_overrides_and_rejects_others(tmp_path):
+    """The fine-tune of a trained model takes finetune_overrides (only those reaching the model kind)
+    instead of model_overrides, and starts from the given model."""
+    from training.make_weights import MakeWeightsConfig, StageSteps, stage_config
+
+    cfg = MakeWeightsConfig(model_overrides={"num_cameras": 3}, finetune=StageSteps(steps=4, lr=1e-4),
+                            finetune_overrides={"ik_future_gradient": 1.0, "future_turn_weight": 4.0})
+    ik = stage_config(cfg, "train", "ik", cfg.finetune, tmp_path, tmp_path / "ft", None, init_from=tmp_path / "ik")
+    shortcut = stage_config(cfg, "train", "shortcut", cfg.finetune, tmp_path, tmp_path / "ft", None,
+                            init_from=tmp_path / "sc")
+    assert ik.model.overrides == {"ik_future_gradient": 1.0, "future_turn_weight": 4.0}
+    assert ik.model.init_from == str(tmp_path / "ik") and ik.optim.max_steps == 4 and ik.optim.lr == 1e-4
+    assert shortcut.model.overrides == {} and shortcut.model.init_from == str(tmp_path / "sc")
+    with pytest.raises(ValueError, match="finetune_overrides.*num_cameras"):
+        MakeWeightsConfig(finetune_overrides={"num_cameras": 1})
 
 
 @pytest.mark.slow
@@ -155,6 +173,7 @@ def test_make_weights_end_to_end_tiny(tmp_path):
         model_overrides={"num_cameras": 3, "image_size": [32, 48], "future_horizons_s": [1.0, 2.0]},
         pretrain_targets=PretrainConfig(depth_weight=1.0, semantic_weight=0.5, motion_weight=1.0),
         ik_alone=StageSteps(steps=2), ik_alone_batch_size=4,
+        finetune=StageSteps(steps=2, lr=1e-4, warmup_steps=1), finetune_overrides={"ik_future_gradient": 1.0},
     )
     summary = make_weights(cfg, "test")
     alone = tmp_path / "work" / "ik-alone" / "ik_net.safetensors"
@@ -171,6 +190,13 @@ def test_make_weights_end_to_end_tiny(tmp_path):
         assert (folder / "training" / "val_log.csv").is_file()
         assert ("IK net alone" in card) == (model_type == "ik_drive") and "ego motion between frames" in card
         assert summary["results"][name]["size_mb"] < 50
+        # the shipped model is the fine-tune of the stage-(b) model, with its override where it reaches
+        assert summary["results"][name]["final_model"].startswith(str(tmp_path / "work" / f"{name}-finetune"))
+        assert "3. fine-tune from step 2's model: 2 more steps" in card
+        assert ("ik_future_gradient" in card) == (model_type == "ik_drive")
+        if model_type == "ik_drive":
+            assert load_pipeline(agent.model).config.ik_net.future_gradient == 1.0
+        assert (folder / "training" / "stage_b" / "train_log.csv").is_file()
     assert summary["manifests"]["train"]["frames"] == 80
     assert "depth_log_l1" in summary["results"]["pretrain"]["last_val"]
     # --resume reuses every finished stage with its own time and metrics; nothing is trained again
@@ -178,7 +204,7 @@ def test_make_weights_end_to_end_tiny(tmp_path):
     before, alone_before = log.stat().st_mtime_ns, alone.stat().st_mtime_ns
     again = make_weights(cfg, "test", resume=True)
     assert log.stat().st_mtime_ns == before and alone.stat().st_mtime_ns == alone_before
-    for name in ("pretrain", "ik-tiny", "shortcut-tiny"):
+    for name in ("pretrain", "ik-tiny", "shortcut-tiny", "ik-tiny stage b"):
         assert again["results"][name]["wall_s"] == summary["results"][name]["wall_s"]
         assert again["results"][name]["last_val"] == summary["results"][name]["last_val"]
 

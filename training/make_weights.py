@@ -13,6 +13,10 @@ Steps (each logged with its wall time; all outputs under ``work_dir``):
    future frames (``training.ik_study``, cheap steps with no VLA in the loop), then stage (b) starts
    from it; stage (b): train the IK model (future-state loss + IK net) on the cached tokens;
 4. stage (b): train the shortcut baseline on the same data and the same frozen encoder;
+   with ``finetune.steps`` > 0 both models then train that many more steps from their stage-(b)
+   result (``model.init_from``, the same steps and lr for both), the IK model with
+   ``finetune_overrides`` (the loss settings of ``training.train.INIT_FROM_OVERRIDES``, e.g.
+   ``ik_future_gradient``); the shortcut takes those of them that reach it;
 5. copy both models into ``weights_dir``/ik-tiny and ``weights_dir``/shortcut-tiny with their
    ``agent.yaml``, training logs and a model card (README.md) holding the data, the command lines,
    the training times and the validation metrics.
@@ -84,6 +88,8 @@ class MakeWeightsConfig:
     ik: StageSteps = field(default_factory=lambda: StageSteps(steps=2000))
     ik_turn_repeat: int = 1  # the IK stage draws turning frames this many times per epoch (DataConfig.turn_repeat)
     shortcut: StageSteps = field(default_factory=lambda: StageSteps(steps=2000))
+    finetune: StageSteps = field(default_factory=lambda: StageSteps(steps=0, lr=1e-4))
+    finetune_overrides: dict[str, Any] = field(default_factory=dict)
     batch_size: int = 16
     token_cache: bool = True
     eval_every: int = 500
@@ -96,6 +102,12 @@ class MakeWeightsConfig:
     def __post_init__(self) -> None:
         if isinstance(self.ik_num_samples, bool) or not isinstance(self.ik_num_samples, int) or self.ik_num_samples < 1:
             raise ValueError(f"ik_num_samples: must be an integer >= 1, got {self.ik_num_samples!r}")
+        from training.train import INIT_FROM_OVERRIDES
+
+        unknown = sorted(set(self.finetune_overrides) - set(INIT_FROM_OVERRIDES))
+        if unknown:
+            raise ValueError(f"finetune_overrides: {unknown} cannot change a trained model "
+                             f"(the fine-tune takes only {list(INIT_FROM_OVERRIDES)})")
 
 
 def quick(cfg: MakeWeightsConfig) -> MakeWeightsConfig:
@@ -105,6 +117,7 @@ def quick(cfg: MakeWeightsConfig) -> MakeWeightsConfig:
         pretrain=StageSteps(steps=20, lr=1e-3, warmup_steps=5), ik=StageSteps(steps=20, warmup_steps=5),
         ik_alone=StageSteps(steps=min(cfg.ik_alone.steps, 5)), ik_alone_batch_size=8,
         shortcut=StageSteps(steps=20, warmup_steps=5), eval_every=20, max_val_frames=32,
+        finetune=StageSteps(steps=min(cfg.finetune.steps, 5), lr=cfg.finetune.lr, warmup_steps=1),
     )
 
 
@@ -163,18 +176,20 @@ def generated_routes(cfg: MakeWeightsConfig) -> list[str]:
 # reaches (--resume): none of these shapes the encoder, so pre-training is built without them, and
 # the shortcut baseline has no future-state loss.
 NOT_IN_STAGE = {
-    "pretrain": ("future_turn_weight", "status_queries"),
-    "shortcut": ("future_turn_weight",),
+    "pretrain": ("future_turn_weight", "ik_future_gradient", "status_queries"),
+    "shortcut": ("future_turn_weight", "ik_future_gradient"),
     "ik": (),
-    "ik_alone": ("future_turn_weight", "status_queries"),  # the IK net alone has no VLA
+    "ik_alone": ("future_turn_weight", "ik_future_gradient", "status_queries"),  # the IK net alone has no VLA
 }
 
 
 def stage_config(cfg: MakeWeightsConfig, stage: str, kind: str, steps: StageSteps, data: Path, out: Path,
-                 encoder: Path | None, ik_net_from: Path | None = None) -> TrainConfig:
+                 encoder: Path | None, ik_net_from: Path | None = None, init_from: Path | None = None) -> TrainConfig:
+    """One training stage's config. ``init_from``: the fine-tune of a trained model, which takes
+    ``finetune_overrides`` (those that reach ``kind``) in place of ``model_overrides``."""
     pretrain = stage == "pretrain_encoder"
-    overrides = {k: v for k, v in cfg.model_overrides.items()
-                 if k not in NOT_IN_STAGE["pretrain" if pretrain else kind]}
+    given = cfg.finetune_overrides if init_from is not None else cfg.model_overrides
+    overrides = {k: v for k, v in given.items() if k not in NOT_IN_STAGE["pretrain" if pretrain else kind]}
     extra = [str(data / "train_gen")] if cfg.generated_train_suites and not pretrain else []
     return TrainConfig(
         stage=stage,  # type: ignore[arg-type]
@@ -184,7 +199,8 @@ def stage_config(cfg: MakeWeightsConfig, stage: str, kind: str, steps: StageStep
                         turn_repeat=cfg.ik_turn_repeat if kind == "ik" and not pretrain else 1),
         model=ModelConfig(kind=kind, overrides=overrides,  # type: ignore[arg-type]
                           encoder_from=str(encoder) if encoder else None, freeze_encoder=True,
-                          ik_net_from=str(ik_net_from) if ik_net_from else None),
+                          ik_net_from=str(ik_net_from) if ik_net_from else None,
+                          init_from=str(init_from) if init_from else None),
         optim=OptimConfig(lr=steps.lr, warmup_steps=steps.warmup_steps, max_steps=steps.steps, batch_size=cfg.batch_size),
         pretrain=cfg.pretrain_targets if cfg.ground_truth else PretrainConfig(),
         log=LogConfig(output_dir=str(out), log_every=25, eval_every=cfg.eval_every, save_every=cfg.eval_every, keep_last=1),
@@ -219,16 +235,22 @@ def _dir_size_mb(path: Path) -> float:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) / 1e6
 
 
-def install_weights(final_model: Path, run_dir: Path, dest: Path, card: str, agent_yaml: str) -> None:
-    """Copy a trained model folder + logs + agent.yaml + README.md to ``dest`` (replaced atomically)."""
+def install_weights(final_model: Path, run_dir: Path, dest: Path, card: str, agent_yaml: str,
+                    stage_b_dir: Path | None = None) -> None:
+    """Copy a trained model folder + logs + agent.yaml + README.md to ``dest`` (replaced atomically).
+    ``stage_b_dir``: the stage-(b) run a fine-tuned model started from; its logs go to
+    ``training/stage_b``."""
     tmp = dest.with_name(f".{dest.name}.tmp")
     if tmp.exists():
         shutil.rmtree(tmp)
     shutil.copytree(final_model, tmp)
-    (tmp / "training").mkdir()
-    for name in ("train_log.csv", "val_log.csv", "config.yaml", "result.json"):
-        if (run_dir / name).is_file():
-            shutil.copy(run_dir / name, tmp / "training" / name)
+    for source, logs in ((run_dir, tmp / "training"), (stage_b_dir, tmp / "training" / "stage_b")):
+        if source is None:
+            continue
+        logs.mkdir(parents=True)
+        for name in ("train_log.csv", "val_log.csv", "config.yaml", "result.json"):
+            if (source / name).is_file():
+                shutil.copy(source / name, logs / name)
     (tmp / "agent.yaml").write_text(agent_yaml)
     (tmp / "README.md").write_text(card)
     for p in [tmp, *tmp.rglob("*")]:  # save_pretrained's temporary folders are private (0700)
@@ -265,6 +287,11 @@ def model_card(name: str, kind: str, cfg: MakeWeightsConfig, manifests: dict[str
         f"(`training.ik_study`): {cfg.ik_alone.steps} steps, batch {cfg.ik_alone_batch_size}, lr {cfg.ik_alone.lr}; "
         "the IK model's IK net and trajectory normaliser start from it\n")
     motion = cfg.pretrain_targets.motion_weight > 0 and cfg.ground_truth
+    reaching = {k: v for k, v in cfg.finetune_overrides.items() if k not in NOT_IN_STAGE[kind]}
+    finetune_text = "" if cfg.finetune.steps <= 0 else (
+        f"3. fine-tune from step 2's model: {cfg.finetune.steps} more steps, lr {cfg.finetune.lr}, cosine schedule"
+        + (f", model overrides {reaching}" if reaching else "") + "\n")
+    stage_b_text = "" if cfg.finetune.steps <= 0 else " (the fine-tune; `training/stage_b/`: the stage-(b) run it started from)"
     metric_rows = "\n".join(f"| {k} | {v:.4g} |" for k, v in sorted(val.items()))
     what = ("IK-grounded VLA (vision encoder -> Qwen2-style VLA predicting the future visual tokens -> "
             "IK net decoding the trajectory from current + predicted future tokens)" if kind == "ik" else
@@ -280,7 +307,7 @@ Kinematics", arXiv 2605.21061).
 ## Files
 - `config.json`, `model.safetensors`, tokenizer files: `agent.model.load_pipeline("{cfg.weights_dir}/{name}")`
 - `agent.yaml`: the IKAgent config (model folder = this folder)
-- `training/`: train / validation logs (CSV), the stage config and its result
+- `training/`: train / validation logs (CSV), the stage config and its result{stage_b_text}
 
 Parameters: {params.get('total', 0):,} ({', '.join(f'{k} {v:,}' for k, v in params.items() if k not in ('total', 'trainable'))}).
 
@@ -298,7 +325,7 @@ the camera frames {horizons} s later.
 1. encoder pre-training (image reconstruction{', depth and semantic targets' if cfg.ground_truth else ''}{', ego motion between frames' if motion else ''} from patch tokens): {cfg.pretrain.steps} steps, lr {cfg.pretrain.lr}
 {alone_text}2. {'IK model' if kind == 'ik' else 'shortcut baseline'}: {(cfg.ik if kind == 'ik' else cfg.shortcut).steps} steps,
    batch {cfg.batch_size}, AdamW lr {(cfg.ik if kind == 'ik' else cfg.shortcut).lr}, cosine schedule, encoder frozen
-
+{finetune_text}
 Wall time on this machine ({platform.processor() or platform.machine()}, {cfg.num_threads} torch threads):
 {chr(10).join(f'- {k}: {v / 60:.1f} min' for k, v in timings.items())}
 
@@ -418,23 +445,33 @@ def run(cfg: MakeWeightsConfig, command: str, resume: bool = False) -> dict[str,
         timings["IK net alone"] = alone["train_s"] + alone["token_cache_s"]
         results["ik-alone"] = alone
         ik_net_from = work / "ik-alone"
+    runs: dict[str, Path] = {}
     for name, kind, steps in (("ik-tiny", "ik", cfg.ik), ("shortcut-tiny", "shortcut", cfg.shortcut)):
         res = run_stage(stage_config(cfg, "train", kind, steps, data, work / name, encoder,
                                      ik_net_from if kind == "ik" else None), resume)
         timings[f"{name} training"] = res.wall_s
+        runs[name] = work / name
+        if cfg.finetune.steps > 0:
+            results[f"{name} stage b"] = dataclasses.asdict(res)
+            runs[name] = work / f"{name}-finetune"
+            res = run_stage(stage_config(cfg, "train", kind, cfg.finetune, data, runs[name], None,
+                                         init_from=Path(res.final_model)), resume)
+            timings[f"{name} fine-tune"] = res.wall_s
         results[name] = dataclasses.asdict(res)
     stage_times = dict(timings)
     for name, kind in (("ik-tiny", "ik"), ("shortcut-tiny", "shortcut")):
         from agent.model import load_model
 
         params = load_model(results[name]["final_model"]).parameter_counts()
-        own = ("data collection", "encoder pre-training", f"{name} training") + (("IK net alone",) if kind == "ik" else ())
+        own = ("data collection", "encoder pre-training", f"{name} training", f"{name} fine-tune") + (
+            ("IK net alone",) if kind == "ik" else ())
         shown = {k: v for k, v in stage_times.items() if k in own}
         card = model_card(name, kind, cfg, manifests, shown, results[name], params, command)
         # the shortcut's regression head is deterministic: more draws would all be the same plan
         agent_yaml = AGENT_YAML.format(rel=f"{cfg.weights_dir}/{name}", acceleration_source="imu", reach=4.0, spacing=50.0,
                                        num_samples=cfg.ik_num_samples if kind == "ik" else 1, rig=cfg.rig)
-        install_weights(Path(results[name]["final_model"]), work / name, Path(cfg.weights_dir) / name, card, agent_yaml)
+        install_weights(Path(results[name]["final_model"]), runs[name], Path(cfg.weights_dir) / name, card, agent_yaml,
+                        stage_b_dir=work / name if cfg.finetune.steps > 0 else None)
         results[name]["size_mb"] = _dir_size_mb(Path(cfg.weights_dir) / name)
     summary = {"timings_s": timings, "results": results, "manifests": {k: v["totals"] for k, v in manifests.items()}}
     (work / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True, default=str))

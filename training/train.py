@@ -29,8 +29,8 @@ MODEL_TYPES = {"ik": "ik_drive", "shortcut": "shortcut"}
 
 
 # The model.overrides that apply to a model loaded with model.init_from (its other settings are the
-# saved config's): a loss weight, and an input path that starts at zero (status_queries).
-INIT_FROM_OVERRIDES = ("future_turn_weight", "status_queries")
+# saved config's): loss settings, and an input path that starts at zero (status_queries).
+INIT_FROM_OVERRIDES = ("future_turn_weight", "ik_future_gradient", "status_queries")
 
 
 def adapt_saved_model(model: Any, overrides: dict[str, Any]) -> Any:
@@ -45,6 +45,11 @@ def adapt_saved_model(model: Any, overrides: dict[str, Any]) -> Any:
             raise ConfigError("model.overrides.future_turn_weight: only for an IK model")
         config = dataclasses.replace(config, future=dataclasses.replace(
             config.future, turn_weight=float(overrides["future_turn_weight"])))
+    if "ik_future_gradient" in overrides:
+        if not hasattr(config, "ik_net"):
+            raise ConfigError("model.overrides.ik_future_gradient: only for an IK model")
+        config = dataclasses.replace(config, ik_net=dataclasses.replace(
+            config.ik_net, future_gradient=float(overrides["ik_future_gradient"])))
     if "status_queries" in overrides:
         config = dataclasses.replace(config, llm=dataclasses.replace(
             config.llm, status_queries=bool(overrides["status_queries"])))

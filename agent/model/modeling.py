@@ -129,7 +129,8 @@ class IKDriveModel(DrivingModelBase):
 
         "ground_truth": the encoder's tokens of the real future frame; "predicted": the VLA's
         prediction; "mix": ground truth with probability ``teacher_forcing_gt_prob`` per sample.
-        Both are detached.
+        The ground truth is detached; the prediction carries the trajectory loss's gradient into
+        the VLA scaled by ``ik_net.future_gradient`` (0: detached). The values do not depend on it.
         """
         cfg = self.config.ik_net
         b = target.shape[0]
@@ -139,7 +140,12 @@ class IKDriveModel(DrivingModelBase):
             use_gt = torch.zeros(b, dtype=torch.bool, device=target.device)
         else:
             use_gt = random_uniform((b,), generator, target.device) < cfg.teacher_forcing_gt_prob
-        chosen = torch.where(use_gt[:, None, None], target.detach(), predicted.detach())  # [B, F K, D]
+        scale = cfg.future_gradient
+        if scale > 0:  # same values as predicted; d(condition)/d(predicted) = scale
+            predicted = predicted.detach() + scale * (predicted - predicted.detach())
+        else:
+            predicted = predicted.detach()
+        chosen = torch.where(use_gt[:, None, None], target.detach(), predicted)  # [B, F K, D]
         return chosen, use_gt.float()
 
     def compute_loss(self, batch: TrainingBatch, generator: torch.Generator | None = None) -> LossOutput:

@@ -82,7 +82,7 @@ class PresetOverrides:
     model_type: "ik_drive" (default) or "shortcut". num_cameras, image_size (H, W): camera rig.
     patch_size: vision patch size (``tiny`` only; the 0.5b presets keep DINOv3's 16).
     num_waypoints, waypoint_dt: trajectory. num_inference_steps, prediction_type, teacher_forcing,
-    teacher_forcing_gt_prob, ik_memory_layers, ik_flow_heads, ik_flow_values: IK net. future_horizons_s (several
+    teacher_forcing_gt_prob, ik_memory_layers, ik_flow_heads, ik_flow_values, ik_future_gradient: IK net. future_horizons_s (several
     future frames) or future_horizon_s (one), future_loss, future_turn_weight: future state. freeze_vision:
     freeze the DINOv3 weights. projector, status_queries: the LLM's inputs (``LLMConfig``).
     """
@@ -100,6 +100,7 @@ class PresetOverrides:
     ik_memory_layers: int | None = None
     ik_flow_heads: int | None = None
     ik_flow_values: int | None = None
+    ik_future_gradient: float | None = None
     future_horizon_s: float | None = None
     future_horizons_s: tuple[float, ...] | None = None
     future_loss: str | None = None
@@ -146,6 +147,7 @@ def _compose(
         memory_layers=_pick(o.ik_memory_layers, ik_net.memory_layers),
         flow_heads=_pick(o.ik_flow_heads, ik_net.flow_heads),
         flow_values=_pick(o.ik_flow_values, ik_net.flow_values),
+        future_gradient=float(_pick(o.ik_future_gradient, ik_net.future_gradient)),
     )
     if o.future_horizons_s is not None and o.future_horizon_s is not None:
         raise ValueError("future_horizons_s / future_horizon_s: give one of the two")

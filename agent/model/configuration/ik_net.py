@@ -37,6 +37,12 @@ class IKNetConfig:
             the real future frame), "predicted" (the VLA's prediction, detached) or "mix".
         teacher_forcing_gt_prob: with "mix", probability per sample of the ground-truth tokens.
         loss_weight: weight of the diffusion (trajectory) loss in the total loss (>= 0).
+        future_gradient: scale of the trajectory loss's gradient that reaches the VLA through the
+            predicted future tokens the IK net is conditioned on (>= 0; 0: they are detached, so
+            the VLA learns from the future-state loss alone). Above 0 the VLA is also taught which
+            future state makes the IK net drive the label's trajectory (a trainable encoder gets it
+            through the VLA's input tokens); the IK net still sees only the current and the
+            predicted future tokens.
     """
 
     hidden_size: int = 128
@@ -54,6 +60,7 @@ class IKNetConfig:
     teacher_forcing: str = "mix"
     teacher_forcing_gt_prob: float = 0.5
     loss_weight: float = 1.0
+    future_gradient: float = 0.0
 
     def __post_init__(self) -> None:
         owner = "IKNetConfig"
@@ -86,6 +93,7 @@ class IKNetConfig:
         if not (isinstance(p, (int, float)) and not isinstance(p, bool) and 0.0 <= p <= 1.0):
             _fail(owner, "teacher_forcing_gt_prob", f"must be a probability in [0, 1], got {p!r}")
         _positive_float(owner, "loss_weight", self.loss_weight, allow_zero=True)
+        _positive_float(owner, "future_gradient", self.future_gradient, allow_zero=True)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
