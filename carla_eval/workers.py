@@ -139,7 +139,10 @@ class LocalWorkerPool:
 
     # ----------------------------------------------------------------------------- work
     def idle_workers(self) -> list[int]:
-        return [i for i, s in enumerate(self._slots) if s is not None and s.ready and not s.dead and s.task is None]
+        # A stale worker reported a hung agent and is exiting: a route handed to it would be lost
+        # with it and charged an attempt.
+        return [i for i, s in enumerate(self._slots)
+                if s is not None and s.ready and not s.dead and not s.stale and s.task is None]
 
     def submit(self, worker: int, task: RouteTask) -> None:
         slot = self._slots[worker]
