@@ -1,4 +1,5 @@
-"""``carla-eval``: run / metrics / replay (docs/harness.md), collect and probe (docs/training.md).
+"""``carla-eval``: run / metrics / export / replay (docs/harness.md), and the subcommands installed
+packages register (``carla_eval.commands``): collect and probe from ``training`` (docs/training.md).
 
 Exit codes: 0 success; 1 replay not reproduced; 2 bad input, refused run folder, workers that
 cannot start, or run files that cannot be written (one line, files left as they were); 130
@@ -18,6 +19,7 @@ from rich.console import Console
 from carla_eval.run_config import AgentSpec, BackendSpec, RunConfig, VideoConfig, WatchdogConfig
 
 EXIT_OK, EXIT_REPLAY_MISMATCH, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+BUILTIN_COMMANDS = ("run", "metrics", "export", "replay")
 
 
 def _option(text: str) -> tuple[str, Any]:
@@ -117,11 +119,13 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--no-video", action="store_true")
     rep.add_argument("--rig", default=None, help="CARLA runs: sensor rig of the cameras (default: the agent config's)")
 
-    # training-data collection and grounding probes live in their own modules
-    from carla_eval import collect, probe
+    # subcommands other packages register (training: collect, probe), see carla_eval.commands
+    from carla_eval.commands import load_commands
 
-    collect.add_arguments(sub.add_parser("collect", help="record a training dataset with the privileged expert"))
-    probe.add_arguments(sub.add_parser("probe", help="counterfactual grounding probes of trained agents"))
+    for command in load_commands(reserved=BUILTIN_COMMANDS):
+        contributed = sub.add_parser(command.name, help=command.help)
+        command.add_arguments(contributed)
+        contributed.set_defaults(contributed_command=command)
     return parser
 
 
@@ -272,7 +276,13 @@ def _replay_carla(args: argparse.Namespace, console: Console, manifest: Any) -> 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, unknown = parser.parse_known_args(argv)
+    contributed = getattr(args, "contributed_command", None)
+    if unknown and (contributed is None or contributed.load_error is None):
+        parser.parse_args(argv)  # argparse's own message and exit code 2
+    if contributed is not None and contributed.load_error is not None:
+        return contributed.run(args)
     console = Console()
     try:
         return _dispatch(args, console, argv)
@@ -297,13 +307,7 @@ def _dispatch(args: argparse.Namespace, console: Console, argv: list[str]) -> in
         return _replay(args, console)
     if args.command == "export":
         return _export(args, console)
-    if args.command == "collect":
-        from carla_eval import collect
-
-        return collect.run(args)
-    from carla_eval import probe
-
-    return probe.run(args)
+    return args.contributed_command.run(args)
 
 
 if __name__ == "__main__":

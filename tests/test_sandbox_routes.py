@@ -201,3 +201,21 @@ def test_training_suite_seeds_never_meet_an_evaluation_suite():
     assert make_routes.training_seed(0) == 40_000_000 and not training & evaluation
     with pytest.raises(ValueError, match="training suite index"):
         make_routes.training_seed(-1)
+
+
+def test_the_training_suite_cli_writes_suites_from_the_training_seed_range(tmp_path):
+    from carla_eval.routes import parse_routes_file
+    from carla_eval.sandbox import make_routes
+
+    make_routes.main(["--suite", "training", "--index", "3", "--count", "2", "--out", str(tmp_path)])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["train_3.xml", "train_4.xml"]
+    bench = parse_routes_file(Path(__file__).resolve().parents[1] / "routes" / "sandbox" / "bench.xml")
+    for k in (3, 4):
+        routes = parse_routes_file(tmp_path / f"train_{k}.xml")
+        seeds = [int(r.attributes["seed"]) for r in routes]
+        base = make_routes.training_seed(k)
+        assert len(routes) == len(bench) and all(base <= s < base + make_routes.SUITE_SEED_SPAN for s in seeds)
+        assert [r.town for r in routes] == [r.town for r in bench]  # the bench kinds, route by route
+        assert {r.scenario_type for r in routes} == {r.scenario_type for r in bench}
+    with pytest.raises(SystemExit):
+        make_routes.main(["--suite", "training", "--count", "0", "--out", str(tmp_path)])

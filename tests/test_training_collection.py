@@ -66,7 +66,7 @@ def test_collect_one_route_with_the_sandbox_expert(tmp_path):
                         noise=NoiseConfig(rate_hz=0.2, warmup_s=1.0), recorder=RecorderConfig(), max_ticks=300)
     manifest = run_collection(cfg)
     assert manifest["totals"] == {"episodes": 1, "frames": 150, "perturbed_frames": manifest["totals"]["perturbed_frames"],
-                                  "failed": 0}
+                                  "student_frames": 0, "failed": 0}
     assert manifest["config"]["seed"] == 3 and manifest["episodes"][0]["seed"] == 3
     scan = scan_dataset(tmp_path / "data")
     assert not scan.skipped and len(scan.episodes) == 1

@@ -98,7 +98,7 @@ def test_edits_change_only_what_they_should():
 def test_probe_cli_on_tiny_random_model(tmp_path):
     from agent.model import build_preset
 
-    from carla_eval.probe import add_arguments, run
+    from training.cli_probe import add_arguments, run
 
     data = write_synthetic_dataset(tmp_path / "data", num_episodes=1, num_ticks=100, image_size=(64, 64))
     model = build_preset("tiny", seed=0, image_size=(32, 32))

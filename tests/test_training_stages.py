@@ -272,3 +272,32 @@ def test_turn_repeat_oversamples_the_turning_frames(data_dir, tmp_path, caplog):
     bad.data.turn_repeat = 2
     with pytest.raises(ConfigError, match="turn_repeat"):
         run(bad, accelerator=Accelerator(cpu=True))
+
+
+def test_mask_plan_label_future_trains_the_ik_model_and_is_refused_elsewhere(data_dir, tmp_path):
+    acc = Accelerator(cpu=True)
+    sc = _cfg("train", data_dir, tmp_path / "sc", kind="shortcut")
+    sc.data.mask_plan_label_future = True
+    with pytest.raises(ConfigError, match="mask_plan_label_future"):
+        run(sc, accelerator=acc)
+    pre = _cfg("pretrain_encoder", data_dir, tmp_path / "pre")
+    pre.data.mask_plan_label_future = True
+    with pytest.raises(ConfigError, match="mask_plan_label_future"):
+        run(pre, accelerator=acc)
+    ik = _cfg("train", data_dir, tmp_path / "ik")
+    ik.data.mask_plan_label_future = True
+    result = run(ik, accelerator=acc)
+    rows = list(csv.DictReader(open(tmp_path / "ik" / "train_log.csv")))
+    assert result.final_step == 2 and all(math.isfinite(float(r["future_state"])) for r in rows)
+
+
+def test_model_card_says_when_the_collection_was_not_timed():
+    from training.make_weights import MakeWeightsConfig, model_card
+
+    cfg = MakeWeightsConfig()
+    manifests = {"train": {"totals": {"episodes": 1, "frames": 10, "perturbed_frames": 2}},
+                 "val": {"totals": {"episodes": 1, "frames": 5}}}
+    reused = model_card("ik-tiny", "ik", cfg, manifests, {"encoder pre-training": 60.0}, {}, {"total": 1}, "cmd")
+    assert "not timed here (`--skip-collect`" in reused and "data collection: 0.0" not in reused
+    timed = model_card("ik-tiny", "ik", cfg, manifests, {"data collection": 120.0}, {}, {"total": 1}, "cmd")
+    assert "- data collection: 2.0 min" in timed and "not timed here" not in timed

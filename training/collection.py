@@ -10,7 +10,13 @@ side of the leaderboard contract that evaluation uses). Per tick the wrapper:
    IK agent will see at run time;
 3. reads the simulator's ground truth from the expert (ego pose, other vehicles' boxes);
 4. applies a perturbation to the control when a perturbation segment is active
-   (:class:`NoiseConfig`), so the data holds recovery situations, and returns it.
+   (:class:`NoiseConfig`), so the data holds recovery situations, and returns it;
+5. on-policy (:class:`OnPolicyConfig`, DAgger): also runs a student agent, whose control replaces
+   the expert's in the windows the student drives (:class:`DriverSchedule`); the expert's plan from
+   the state the student reached is the label, and the episode records who drove.
+
+With ``camera_shift`` some episodes mount the cameras on a shifted virtual ego and record their
+labels in its frame (``training.camera_shift``).
 
 Episodes are written atomically; jobs whose episode already exists and verifies are skipped, so an
 interrupted collection resumes. Jobs run in a loop, or in ``workers`` processes (each owning its
@@ -29,6 +35,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from training.camera_shift import CameraShiftConfig, RigShift, shift_labels
 from training.episodes import EpisodeError, file_sha256, read_episode, write_episode
 from training.manifest import MANIFEST_NAME, build_manifest, write_json_atomic
 from training.recording import EpisodeRecorder, RecorderConfig, TickRecord
@@ -126,13 +133,66 @@ class Perturber:
 
 
 @dataclass(frozen=True)
+class OnPolicyConfig:
+    """On-policy collection (DAgger): a student agent drives, the expert labels every state.
+
+    ``agent``: the student's leaderboard agent file (``get_entry_point()``), built like the
+    evaluator builds agents; ``config``: passed to its ``setup()`` (its agent YAML). Time is cut into
+    windows of ``window_s``; in each, the expert's control (with the noise perturbations) is applied
+    with probability ``beta`` and the student's otherwise. Both are called at every tick, so each
+    keeps its own state (controllers, route planner) whoever drives; the expert's plan from the true
+    state stays the label of record.
+    """
+
+    agent: str
+    config: str = ""
+    beta: float = 0.0
+    window_s: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not str(self.agent).endswith(".py"):
+            raise ValueError(f"--policy must be a leaderboard agent .py file, got {self.agent!r}")
+        if not 0.0 <= float(self.beta) <= 1.0:
+            raise ValueError(f"--beta is the probability that the expert drives, in [0, 1]; got {self.beta}")
+        if not float(self.window_s) > 0:
+            raise ValueError(f"--beta-window must be > 0 s, got {self.window_s}")
+
+    def to_meta(self) -> dict[str, Any]:
+        """What an episode records of it (``EpisodeMeta.policy``)."""
+        return {"agent": str(self.agent), "config": str(self.config), "beta": float(self.beta),
+                "window_s": float(self.window_s)}
+
+
+class DriverSchedule:
+    """Who drives each tick: the expert with probability ``beta`` per window of ``window_s``
+    (deterministic in its seed, drawn independently of the perturbations)."""
+
+    def __init__(self, beta: float, window_s: float, seed: int, dt: float) -> None:
+        self.beta = float(beta)
+        self.window_ticks = max(1, int(round(window_s / dt)))
+        self.rng = np.random.default_rng(np.random.SeedSequence([int(seed), 0x5EED]))
+        self.expert_drives = True
+        self.student_ticks = 0
+
+    def student_drives(self, tick: int) -> bool:
+        """Whether the student's control is applied at ``tick`` (ticks come 0, 1, 2, ...)."""
+        if tick % self.window_ticks == 0:
+            self.expert_drives = bool(self.rng.random() < self.beta)
+        if not self.expert_drives:
+            self.student_ticks += 1
+        return not self.expert_drives
+
+
+@dataclass(frozen=True)
 class CollectConfig:
     """A collection run. ``seed``: base seed; job ``i`` (in file / route / repetition order) runs with
     seed ``seed + 1000 * i`` (traffic and perturbations). ``max_ticks``: stop recording a route after
     this many ticks (None: run it to its end). ``agent_config``: the agent YAML whose decoding
     settings (rig, geo-reference, acceleration source, route planner) the recorded inputs follow
     (None: the agent's defaults); it must match the agent config used at run time.
-    ``expert_config``: passed to the expert's ``setup``. ``route_ids``: only these routes."""
+    ``expert_config``: passed to the expert's ``setup``. ``route_ids``: only these routes.
+    ``policy``: on-policy collection with a student (None: the expert drives every tick).
+    ``camera_shift``: shift some episodes' camera rig and their labels (``training.camera_shift``)."""
 
     routes: tuple[str, ...]
     out: str
@@ -147,6 +207,13 @@ class CollectConfig:
     expert_config: str = ""
     max_ticks: int | None = None
     route_ids: tuple[str, ...] | None = None
+    policy: OnPolicyConfig | None = None
+    camera_shift: CameraShiftConfig = field(default_factory=CameraShiftConfig)
+
+    def __post_init__(self) -> None:
+        if self.policy is not None and self.camera_shift.enabled:
+            raise ValueError("camera shift and on-policy collection do not combine: the student must see "
+                             "the cameras it is mounted with")
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
@@ -284,13 +351,24 @@ class RecordingAgent:
         max_ticks: stop (raise :class:`RecordingLimitReached`) after this many ticks.
         camera_truth: callable ``(H, W) -> {"depth": {id: metres}, "semantic": {id: tags}}`` of the
             tick's cameras, needed when the recorder stores ground truth.
+        student, student_config, drivers: on-policy collection: the student agent (leaderboard
+            contract), the file its ``setup`` gets, and who drives each tick (:class:`DriverSchedule`).
+        rig_shift: mount the rig's cameras on this shifted virtual ego (``training.camera_shift``).
     """
 
     def __init__(self, expert: Any, plan_of: Callable[[Any], np.ndarray], ground_truth: Callable[[], Any],
                  recorder: EpisodeRecorder, perturber: Perturber, decode: DecodeSettings, max_ticks: int | None = None,
-                 camera_truth: Callable[[tuple[int, int]], dict[str, dict[str, np.ndarray]]] | None = None) -> None:
+                 camera_truth: Callable[[tuple[int, int]], dict[str, dict[str, np.ndarray]]] | None = None,
+                 student: Any = None, student_config: str = "", drivers: DriverSchedule | None = None,
+                 rig_shift: RigShift | None = None) -> None:
         from agent.rigs import get_rig
 
+        self.rig_shift = rig_shift
+
+        if (student is None) != (drivers is None):
+            raise ValueError("on-policy recording needs both a student and a driver schedule")
+        self.student, self.student_config, self.drivers = student, student_config, drivers
+        self._call_student: Callable[[dict, float], Any] | None = None
         self.expert = expert
         self.plan_of = plan_of
         self.ground_truth = ground_truth
@@ -315,6 +393,8 @@ class RecordingAgent:
     def set_global_plan(self, global_plan_gps: list, global_plan_world_coord: list) -> None:
         self._gps = list(global_plan_gps)
         self.expert.set_global_plan(global_plan_gps, global_plan_world_coord)
+        if self.student is not None:
+            self.student.set_global_plan(global_plan_gps, global_plan_world_coord)
 
     def setup(self, path_to_conf_file: str) -> None:
         from agent.geo import GeoReference
@@ -329,11 +409,16 @@ class RecordingAgent:
         self._planner = RoutePlanner(RoutePlannerConfig(d.route_reach_radius_m, d.route_min_spacing_m, d.route_lane_change_hold_m))
         self._planner.set_gps_route(self._gps or [], geo)
         self._call_expert = agent_caller(self.expert)
+        if self.student is not None:
+            self.student.setup(self.student_config)
+            self._call_student = agent_caller(self.student)
 
     def sensors(self) -> list[dict[str, Any]]:
         # The expert drives from the true state: only the rig's cameras are rendered.
         own = [s for s in self.expert.sensors() if s.get("type") != "sensor.camera.rgb"]
-        return merge_sensors(own, self.rig.sensors())
+        rig = self.rig.sensors() if self.rig_shift is None else self.rig_shift.shift_sensors(self.rig.sensors())
+        merged = merge_sensors(own, rig)
+        return merged if self.student is None else merge_sensors(merged, self.student.sensors())
 
     def __call__(self, input_data: dict, timestamp: float) -> Any:
         return self.run_step(input_data, timestamp)
@@ -354,6 +439,13 @@ class RecordingAgent:
             pose, boxes = truth
         throttle, steer, brake, perturbed = self.perturber.step(
             self.tick, float(control.throttle), float(control.steer), float(control.brake))
+        student_drove = False
+        if self.student is not None:
+            student_control = self._call_student(input_data, timestamp)  # every tick: the student keeps its state
+            if self.drivers.student_drives(self.tick):
+                student_drove, perturbed = True, True
+                throttle, steer, brake = (float(student_control.throttle), float(student_control.steer),
+                                          float(student_control.brake))
         images = {}
         truth: dict[str, dict[str, np.ndarray]] = {"depth": {}, "semantic": {}}
         if self.recorder.is_kept(self.tick):
@@ -364,13 +456,17 @@ class RecordingAgent:
             tick=self.tick, ego_xy=(pose[0], pose[1]), ego_yaw=pose[2], speed=frame.ego.speed,
             acceleration=frame.ego.acceleration, command=int(target.command), target_point=target.target_ego,
             expert_plan=plan, control=(throttle, steer, brake), perturbed=perturbed, boxes=boxes, images=images,
-            depth=truth["depth"], semantic=truth["semantic"],
+            depth=truth["depth"], semantic=truth["semantic"], student_drove=student_drove,
         ))
         self.tick += 1
         return make_control(throttle, steer, brake) if perturbed else control
 
     def destroy(self) -> None:
-        self.expert.destroy()
+        try:
+            self.expert.destroy()
+        finally:
+            if self.student is not None:
+                self.student.destroy()
 
 
 def expert_plan(expert: Any) -> np.ndarray:
@@ -414,16 +510,28 @@ def run_job(job: Job, cfg: CollectConfig, backend: Any, decode: DecodeSettings) 
     t0 = time.perf_counter()
     route = parse_routes_file(job.routes_file)[job.route_index]
     recorder = EpisodeRecorder(cfg.recorder)
-    perturber = Perturber(cfg.noise, job.seed, 1.0 / cfg.recorder.tick_hz)
+    dt = 1.0 / cfg.recorder.tick_hz
+    perturber = Perturber(cfg.noise, job.seed, dt)
+    rig_shift = cfg.camera_shift.draw(job.seed)
+    student, drivers = None, None
+    if cfg.policy is not None:
+        student = make_student(cfg.policy)
+        drivers = DriverSchedule(cfg.policy.beta, cfg.policy.window_s, job.seed, dt)
     agent = RecordingAgent(backend.create_expert_agent(), expert_plan, lambda: sandbox_ground_truth(backend),
                            recorder, perturber, decode, cfg.max_ticks,
-                           camera_truth=(lambda size: sandbox_camera_truth(backend, size)) if cfg.recorder.ground_truth else None)
+                           camera_truth=(lambda size: sandbox_camera_truth(backend, size)) if cfg.recorder.ground_truth else None,
+                           student=student, student_config=cfg.policy.config if cfg.policy else "", drivers=drivers,
+                           rig_shift=rig_shift)
     outcome = backend.run_route(route, agent, cfg.expert_config, repetition=job.repetition, seed=job.seed)
     truncated = cfg.max_ticks is not None and agent.tick >= cfg.max_ticks
     status = f"Stopped after max_ticks={cfg.max_ticks}" if truncated and outcome.error and "RecordingLimitReached" in outcome.error else outcome.status
     entry = {"file": out.name, "route_id": job.route_id, "routes_file": job.routes_file, "repetition": job.repetition,
              "seed": job.seed, "status": status, "ticks": agent.tick, "wall_s": round(time.perf_counter() - t0, 2),
              "perturbation_segments": perturber.segments}
+    if drivers is not None:
+        entry["student_ticks"] = drivers.student_ticks
+    if rig_shift is not None:
+        entry["camera_shift"] = rig_shift.to_meta()
     if recorder.num_frames < 2:
         entry["error"] = f"route ended after {recorder.num_frames} frames, status {outcome.status!r}: {(outcome.error or '').strip()[-500:]}"
         return entry
@@ -433,11 +541,31 @@ def run_job(job: Job, cfg: CollectConfig, backend: Any, decode: DecodeSettings) 
         route_id=job.route_id, route_index=job.route_index, repetition=job.repetition, seed=job.seed, town=route.town,
         scenario=route.scenario_type, status=status, ego_size=_ego_size(backend),
         perturbation=asdict(cfg.noise), label_source="future_poses",
+        policy=cfg.policy.to_meta() if cfg.policy else {},
+        camera_shift=rig_shift.to_meta() if rig_shift else {},
     )
+    if rig_shift is not None:
+        arrays = shift_labels(arrays, rig_shift)
     entry["sha256"] = write_episode(out, meta, arrays)
     entry["num_frames"] = meta.num_frames
     entry["perturbed_frames"] = int(arrays["perturbed"].sum())
+    if cfg.policy is not None:
+        entry["student_frames"] = int(arrays["student_drove"].sum())
     return entry
+
+
+_STUDENT_CLASSES: dict[str, type] = {}
+
+
+def make_student(policy: OnPolicyConfig) -> Any:
+    """A fresh student agent for one route, built like the leaderboard evaluator builds agents
+    (``Cls(host, port, debug)``); the class is imported once per process."""
+    from carla_eval.agent_loader import load_agent_class
+
+    key = str(Path(policy.agent).resolve())
+    if key not in _STUDENT_CLASSES:
+        _STUDENT_CLASSES[key] = load_agent_class(policy.agent)
+    return _STUDENT_CLASSES[key]("localhost", 2000, False)
 
 
 def _existing_entry(job: Job, cfg: CollectConfig) -> dict[str, Any] | None:
@@ -452,9 +580,19 @@ def _existing_entry(job: Job, cfg: CollectConfig) -> dict[str, Any] | None:
         return None
     if ep.meta.seed != job.seed or ep.meta.route_id != job.route_id:
         return None
-    return {"file": path.name, "route_id": job.route_id, "routes_file": job.routes_file, "repetition": job.repetition,
-            "seed": job.seed, "status": ep.meta.status, "num_frames": ep.meta.num_frames, "sha256": file_sha256(path),
-            "perturbed_frames": int(ep.arrays["perturbed"].sum()), "reused": True}
+    if ep.meta.policy != (cfg.policy.to_meta() if cfg.policy else {}):
+        logger.warning("re-recording %s: it was recorded with another driving policy %s", path, ep.meta.policy)
+        return None
+    shift = cfg.camera_shift.draw(job.seed)
+    if ep.meta.camera_shift != (shift.to_meta() if shift else {}):
+        logger.warning("re-recording %s: it was recorded with another camera shift %s", path, ep.meta.camera_shift)
+        return None
+    entry = {"file": path.name, "route_id": job.route_id, "routes_file": job.routes_file, "repetition": job.repetition,
+             "seed": job.seed, "status": ep.meta.status, "num_frames": ep.meta.num_frames, "sha256": file_sha256(path),
+             "perturbed_frames": int(ep.arrays["perturbed"].sum()), "reused": True}
+    if ep.meta.policy:
+        entry["student_frames"] = int(ep.arrays["student_drove"].sum())
+    return entry
 
 
 # -- worker processes: one backend per process, built once -------------------------------------

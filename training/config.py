@@ -129,8 +129,12 @@ class DataConfig:
     ``train_dir``: a collected dataset folder (or the Bench2Drive root); ``extra_train_dirs``: more
     folders whose episodes join the training set. Validation uses ``val_dir`` when set, otherwise the
     episodes of ``train_dir`` whose route id is in ``val_route_ids`` (held out of training).
-    ``perturbed_label``: label of frames whose future window contains a control perturbation:
-    "plan" (the expert's recorded plan), "actual" (the perturbed actual path) or "drop".
+    ``perturbed_label``: label of frames whose future window contains a control perturbation (or a
+    DAgger student's driving): "plan" (the expert's recorded plan), "actual" (the perturbed actual
+    path) or "drop". ``mask_plan_label_future`` (IK model, stage (b)): a frame labelled with the
+    expert's plan gets no future-state loss and no ground-truth teacher forcing, since its future
+    frames show what another driver did (``TrainingBatch.future_valid``; the DAgger loop's
+    fine-tunes set it).
     ``max_train_frames`` / ``max_val_frames`` cap the sample counts (evenly strided; None = all).
     ``token_cache`` (stage (b) with a frozen encoder): encode every frame once
     (``training.token_cache``) into ``token_cache_dir`` (default: ``token_cache/`` beside each
@@ -156,6 +160,7 @@ class DataConfig:
     max_val_frames: int | None = 256
     turn_repeat: int = 1
     turn_repeat_min_m: float = 3.0
+    mask_plan_label_future: bool = False
 
 
 @dataclass

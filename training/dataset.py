@@ -22,7 +22,9 @@ replaced by the cached tokens: ``visual_tokens`` float32 [K, D] and ``future_tok
 [C, H, W] (planar metres) and ``semantic`` int64 [C, H, W] (CARLA tags), resized (nearest) to
 ``image_size``. With ``with_motion`` (the encoder's ego-motion objective) it carries
 ``future_position`` float32 [F, 2]: the ego's actual position at each future frame, ego frame of t, m
-(x forward, y right; from the recorded ``trajectory``, never the perturbed-label plan).
+(x forward, y right; from the recorded ``trajectory``, never the perturbed-label plan). With
+``with_future_valid`` it carries ``future_valid`` bool []: False where the label is the expert's plan
+(the future was driven by a perturbation or a student), so the future frames show another path.
 
 Images are resized with ``cv2.INTER_AREA`` by :func:`preprocess_image`, which must match what the
 agent does at run time.
@@ -171,7 +173,9 @@ class DrivingDataset(torch.utils.data.Dataset):
         ground_truth: bool = False,
         with_future: bool = True,
         with_motion: bool = False,
+        with_future_valid: bool = False,
     ) -> None:
+        self.with_future_valid = with_future_valid
         self.episodes = list(episodes)
         self.image_size = tuple(image_size)
         self.index = build_index(self.episodes, perturbed_label, max_frames, horizon_s)
@@ -311,6 +315,8 @@ class DrivingDataset(torch.utils.data.Dataset):
             "episode": torch.tensor(e, dtype=torch.int64),
             "frame": torch.tensor(f, dtype=torch.int64),
         })
+        if self.with_future_valid:
+            sample["future_valid"] = torch.tensor(not bool(self.index.use_plan[i]))
         if self.with_boxes:
             sample["gt_boxes"] = torch.from_numpy(self.gt_boxes(e, f))
         return sample

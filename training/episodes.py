@@ -17,13 +17,16 @@ key                    dtype / shape    meaning
 ``acceleration``       float32 [N]      ego longitudinal acceleration, m/s^2 (forward +)
 ``command``            int64 [N]        route command, RoadOption value
 ``target_point``       float32 [N, 2]   route target point, ego frame m (x forward, y right)
-``ego_pose``           float64 [N, 3]   world x m, y m, yaw rad
+``ego_pose``           float64 [N, 3]   world x m, y m, yaw rad (a camera-shifted episode: the
+                                        virtual ego's, ``training.camera_shift``; its ego-frame
+                                        labels are in that frame too)
 ``trajectory``         float32 [N, T, 2]  ego's ACTUAL future positions at t + 0.5 s ... t + T*0.5 s,
                                         ego frame of frame i (NaN where the episode ended first)
 ``trajectory_valid``   bool [N]         all T waypoints exist
 ``expert_plan``        float32 [N, T, 2]  the expert's plan at that tick (ego frame, 2 Hz)
 ``future_frame``       int32 [N]        index of the frame at t + horizon (-1: beyond the episode)
-``perturbed``          bool [N]         the control applied at this tick was perturbed
+``perturbed``          bool [N]         the control applied at this tick was not the expert's own
+                                        (a perturbation, or the student drove)
 ``future_perturbed``   bool [N]         some tick in (t, t + max(horizon, T*0.5 s)] was perturbed
 ``control``            float32 [N, 3]   applied throttle, steer, brake
 ``boxes``              float32 [M, 5]   other vehicles: world x, y (m), yaw (rad), length, width (m)
@@ -42,6 +45,15 @@ images' size, nearest-neighbour resized; never a model input at driving time):
 ``semantic_bytes``     uint8 [total]    8-bit PNGs of CARLA semantic tags (1 road, 24 road line,
                                         14 car, 11 sky, ...), indexed like ``image_bytes``
 ``semantic_offsets``   int64 [N*C+1]
+=====================  ===============  =========================================================
+
+On-policy episodes (``meta.policy`` set: ``carla-eval collect --policy``, the DAgger loop) also hold
+
+=====================  ===============  =========================================================
+``student_drove``      bool [N]         the student's control was applied at this tick (not the
+                                        expert's); such ticks also count as ``perturbed``, so a
+                                        frame whose future holds one is labelled with the
+                                        expert's plan from that frame (its recovery plan)
 =====================  ===============  =========================================================
 
 Integrity: ``meta.content_sha256`` is the SHA-256 of every other array (name, dtype, shape, bytes,
@@ -91,6 +103,7 @@ GROUND_TRUTH_CHANNELS = ("depth", "semantic")
 GROUND_TRUTH_SPECS: dict[str, tuple[str, int]] = {
     f"{channel}_{part}": (dtype, 1) for channel in GROUND_TRUTH_CHANNELS for part, dtype in (("bytes", "uint8"), ("offsets", "int64"))
 }
+ON_POLICY_SPECS: dict[str, tuple[str, int]] = {"student_drove": ("bool", 1)}  # present iff meta.policy
 DEPTH_SCALE_CM = 100.0  # stored depth unit: 1 cm
 PER_FRAME_KEYS = (
     "frame_tick", "speed", "acceleration", "command", "target_point", "ego_pose", "trajectory",
@@ -135,6 +148,11 @@ class EpisodeMeta:
     label_source: str = "future_poses"
     perturbation: dict[str, Any] = field(default_factory=dict)
     ground_truth: list[str] = field(default_factory=list)  # [] or ["depth", "semantic"]
+    # on-policy collection: {"agent": file, "config": agent YAML, "beta": p(expert drives), "window_s": s}
+    policy: dict[str, Any] = field(default_factory=dict)
+    # camera-rig shift (training.camera_shift): {"lateral_m", "yaw_deg"} of the virtual ego whose frame
+    # the labels and ego_pose are in; {} = not shifted
+    camera_shift: dict[str, float] = field(default_factory=dict)
     schema_version: int = SCHEMA_VERSION
     content_sha256: str = ""
 
@@ -286,6 +304,8 @@ def _check_arrays(arrays: dict[str, np.ndarray], meta: EpisodeMeta, where: str) 
         raise EpisodeError(f"{where}: unknown ground-truth channels {bad_channels}")
     specs = dict(ARRAY_SPECS)
     specs.update({k: v for k, v in GROUND_TRUTH_SPECS.items() if k.split("_")[0] in meta.ground_truth})
+    if meta.policy:
+        specs.update(ON_POLICY_SPECS)
     missing = sorted(set(specs) - set(arrays))
     if missing:
         raise EpisodeError(f"{where}: missing arrays {missing}")
@@ -297,9 +317,11 @@ def _check_arrays(arrays: dict[str, np.ndarray], meta: EpisodeMeta, where: str) 
         if str(a.dtype) != dtype or a.ndim != ndim:
             raise EpisodeError(f"{where}: array {name!r} is {a.dtype} ndim {a.ndim}, expected {dtype} ndim {ndim}")
     n, c, t = meta.num_frames, len(meta.cameras), meta.num_waypoints
-    for name in PER_FRAME_KEYS:
+    for name in PER_FRAME_KEYS + (tuple(ON_POLICY_SPECS) if meta.policy else ()):
         if arrays[name].shape[0] != n:
             raise EpisodeError(f"{where}: array {name!r} has {arrays[name].shape[0]} rows, meta says {n} frames")
+    if meta.policy and np.any(arrays["student_drove"] & ~arrays["perturbed"]):
+        raise EpisodeError(f"{where}: a frame the student drove is not marked perturbed")
     for name in ("trajectory", "expert_plan"):
         if arrays[name].shape[1:] != (t, 2):
             raise EpisodeError(f"{where}: array {name!r} has shape {arrays[name].shape}, expected [N, {t}, 2]")

@@ -327,7 +327,7 @@ the camera frames {horizons} s later.
    batch {cfg.batch_size}, AdamW lr {(cfg.ik if kind == 'ik' else cfg.shortcut).lr}, cosine schedule, encoder frozen
 {finetune_text}
 Wall time on this machine ({platform.processor() or platform.machine()}, {cfg.num_threads} torch threads):
-{chr(10).join(f'- {k}: {v / 60:.1f} min' for k, v in timings.items())}
+{chr(10).join(f'- {k}: {v / 60:.1f} min' for k, v in timings.items())}{'' if 'data collection' in timings else chr(10) + '- data collection: not timed here (`--skip-collect` reused the data)'}
 
 ## Validation (held-out routes, open loop)
 L2 in metres at 1/2/3 s; collision = share of frames whose planned ego box overlaps another
@@ -431,7 +431,7 @@ def run(cfg: MakeWeightsConfig, command: str, resume: bool = False) -> dict[str,
         if cfg.generated_train_suites:
             collect_stage(cfg, generated_routes(cfg), cfg.generated_repetitions, data / "train_gen", cfg.seed + 7_000_000,
                           cfg.noise, False)
-    timings["data collection"] = time.perf_counter() - t
+        timings["data collection"] = time.perf_counter() - t  # --skip-collect: reused data, no time of its own
     manifests = {s: json.loads((data / s / "manifest.json").read_text()) for s in splits}
 
     pre = run_stage(stage_config(cfg, "pretrain_encoder", "ik", cfg.pretrain, data, work / "pretrain", None), resume)

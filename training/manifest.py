@@ -104,6 +104,7 @@ def build_manifest(
             "episodes": len(episodes),
             "frames": int(sum(e["num_frames"] for e in episodes)),
             "perturbed_frames": int(sum(e.get("perturbed_frames", 0) for e in episodes)),
+            "student_frames": int(sum(e.get("student_frames", 0) for e in episodes)),
             "failed": len(failed),
         },
     }

@@ -36,6 +36,7 @@ def make_training_batch(samples: dict[str, torch.Tensor], device: torch.device |
         future_images=samples.get("future_images") if with_future else None,
         trajectory=samples["trajectory"],
         future_tokens=samples.get("future_tokens") if with_future else None,
+        future_valid=samples.get("future_valid") if with_future else None,
     ).to(device)
 
 

@@ -72,7 +72,8 @@ class TickRecord:
 
     ``ego_xy`` world m, ``ego_yaw`` rad, ``speed`` m/s, ``acceleration`` m/s^2 (longitudinal),
     ``command`` RoadOption, ``target_point`` [2] ego frame m, ``expert_plan`` [T, 2] ego frame m,
-    ``control`` (throttle, steer, brake) actually applied, ``perturbed`` whether it was perturbed,
+    ``control`` (throttle, steer, brake) actually applied, ``perturbed`` whether it was not the
+    expert's own control (perturbed, or the student's), ``student_drove`` whether it was the student's,
     ``boxes`` [M, 5] other vehicles (world x, y, yaw, length, width), ``images`` camera id ->
     [H, W, 3] uint8 RGB (needed on kept ticks only).
     """
@@ -88,6 +89,7 @@ class TickRecord:
     control: tuple[float, float, float]
     perturbed: bool
     boxes: np.ndarray
+    student_drove: bool = False
     images: dict[str, np.ndarray] = field(default_factory=dict)
     depth: dict[str, np.ndarray] = field(default_factory=dict)  # camera id -> [H, W] metres (ground truth)
     semantic: dict[str, np.ndarray] = field(default_factory=dict)  # camera id -> [H, W] uint8 CARLA tags
@@ -114,6 +116,8 @@ class EpisodeRecorder:
         if rec.tick != len(self.poses):
             raise ValueError(f"tick records must be consecutive from 0: expected {len(self.poses)}, got {rec.tick}")
         self.poses.append((float(rec.ego_xy[0]), float(rec.ego_xy[1]), float(rec.ego_yaw), float(rec.speed)))
+        if rec.student_drove and not rec.perturbed:
+            raise ValueError(f"tick {rec.tick}: the student drove, so the tick must be marked perturbed")
         self.perturbed_ticks.append(bool(rec.perturbed))
         if not self.is_kept(rec.tick):
             return
@@ -143,6 +147,7 @@ class EpisodeRecorder:
             "expert_plan": plan,
             "control": np.asarray(rec.control, dtype=np.float32).reshape(3),
             "perturbed": bool(rec.perturbed),
+            "student_drove": bool(rec.student_drove),
             "boxes": np.asarray(rec.boxes, dtype=np.float32).reshape(-1, 5),
         })
 
@@ -166,7 +171,8 @@ class EpisodeRecorder:
 
     def finish(self, **meta_fields: Any) -> tuple[EpisodeMeta, dict[str, np.ndarray]]:
         """Labels + arrays of the episode. ``meta_fields``: route_id, route_index, repetition, seed,
-        town, scenario, status, ego_size, perturbation (see :class:`EpisodeMeta`)."""
+        town, scenario, status, ego_size, perturbation, and for on-policy episodes policy (see
+        :class:`EpisodeMeta`)."""
         cfg = self.config
         if not self.frames:
             raise ValueError("no frames were recorded")
@@ -197,6 +203,10 @@ class EpisodeRecorder:
             "box_offsets": box_offsets,
             "tick_pose": tick_pose,
         }
+        if meta_fields.get("policy"):
+            arrays["student_drove"] = np.array([f["student_drove"] for f in self.frames], dtype=bool)
+        elif any(f["student_drove"] for f in self.frames):
+            raise ValueError("the student drove some ticks but the episode names no policy")
         truth = list(GROUND_TRUTH_CHANNELS) if cfg.ground_truth else []
         for channel in truth:
             arrays[f"{channel}_bytes"], arrays[f"{channel}_offsets"] = pack_images(self.encoded_truth[channel])

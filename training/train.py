@@ -200,6 +200,8 @@ def run(cfg: TrainConfig, resume: str | None = None, accelerator: Any = None) ->
         raise ConfigError("model.ik_net_from: only for stage 'train' of a fresh IK model (kind: ik, no init_from)")
     if pretrain and cfg.data.turn_repeat != 1:
         raise ConfigError("data.turn_repeat: only for stage 'train'")
+    if cfg.data.mask_plan_label_future and (pretrain or not ik):
+        raise ConfigError("data.mask_plan_label_future: only for stage 'train' of an IK model (the future-state loss)")
     motion = pretrain and task.needs_motion
     if motion and not ik:
         raise ConfigError("pretrain.motion_weight: needs an IK model's future.horizons_s (model.kind: ik)")
@@ -211,7 +213,8 @@ def run(cfg: TrainConfig, resume: str | None = None, accelerator: Any = None) ->
         ds = DrivingDataset(scan.episodes, image_size=model.config.image_size, perturbed_label=cfg.data.perturbed_label,
                             max_frames=max_frames, horizon_s=horizons, cache_images=cfg.data.cache_images and not use_cache,
                             with_boxes=with_boxes, ground_truth=pretrain and task.needs_ground_truth,
-                            with_future=(ik and not pretrain) or motion, with_motion=motion)
+                            with_future=(ik and not pretrain) or motion, with_motion=motion,
+                            with_future_valid=ik and not pretrain and cfg.data.mask_plan_label_future)
         if use_cache:
             from training.token_cache import build_token_cache
 

@@ -113,11 +113,16 @@ class TrainingBatch(DrivingInputs):
             frames (a token cache), used instead of ``future_images``.
         trajectory: float [B, T, 2], the expert's future waypoints in the CURRENT ego frame
             (x forward, y right), m, at t = waypoint_dt, 2 * waypoint_dt, ...
+        future_valid: optional bool [B]: whether the future frames show the labelled trajectory
+            being driven. False where the label is the expert's plan from a state whose future
+            another driver made (a perturbation, a DAgger student). Such samples get no
+            future-state loss and no ground-truth teacher forcing. None: every sample is valid.
     """
 
     future_images: torch.Tensor | None = None
     trajectory: torch.Tensor | None = None
     future_tokens: torch.Tensor | None = None
+    future_valid: torch.Tensor | None = None
 
     @property
     def inputs(self) -> DrivingInputs:
@@ -131,6 +136,8 @@ class TrainingBatch(DrivingInputs):
         trajectory = _check_tensor("trajectory", self.trajectory, 3)
         if tuple(trajectory.shape) != (b, num_waypoints, 2):
             raise ValueError(f"trajectory: expected shape [B={b}, T={num_waypoints}, 2], got {tuple(trajectory.shape)}")
+        if self.future_valid is not None and tuple(self.future_valid.shape) != (b,):
+            raise ValueError(f"future_valid: expected shape [B={b}], got {tuple(self.future_valid.shape)}")
         if not need_future:
             return
         f = num_future_frames
@@ -158,6 +165,7 @@ class TrainingBatch(DrivingInputs):
             future_images=_float_to(self.future_images, device),
             trajectory=_float_to(self.trajectory, device),
             future_tokens=_float_to(self.future_tokens, device),
+            future_valid=None if self.future_valid is None else self.future_valid.to(device=device, dtype=torch.bool),
         )
 
 

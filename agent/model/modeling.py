@@ -123,7 +123,8 @@ class IKDriveModel(DrivingModelBase):
         return self.encode_frames(batch.images, batch.future_images)
 
     def teacher_forced_future(
-        self, target: torch.Tensor, predicted: torch.Tensor, generator: torch.Generator | None
+        self, target: torch.Tensor, predicted: torch.Tensor, generator: torch.Generator | None,
+        future_valid: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """The future tokens the IK net trains on, and the per-sample ground-truth flag [B] (float).
 
@@ -131,6 +132,8 @@ class IKDriveModel(DrivingModelBase):
         prediction; "mix": ground truth with probability ``teacher_forcing_gt_prob`` per sample.
         The ground truth is detached; the prediction carries the trajectory loss's gradient into
         the VLA scaled by ``ik_net.future_gradient`` (0: detached). The values do not depend on it.
+        ``future_valid`` [B] bool: samples whose real future does not show their label never take
+        the ground truth (the coin flips are drawn all the same).
         """
         cfg = self.config.ik_net
         b = target.shape[0]
@@ -140,6 +143,8 @@ class IKDriveModel(DrivingModelBase):
             use_gt = torch.zeros(b, dtype=torch.bool, device=target.device)
         else:
             use_gt = random_uniform((b,), generator, target.device) < cfg.teacher_forcing_gt_prob
+        if future_valid is not None:
+            use_gt = use_gt & future_valid.to(device=target.device, dtype=torch.bool)
         scale = cfg.future_gradient
         if scale > 0:  # same values as predicted; d(condition)/d(predicted) = scale
             predicted = predicted.detach() + scale * (predicted - predicted.detach())
@@ -164,9 +169,12 @@ class IKDriveModel(DrivingModelBase):
         input_ids, attention_mask = self.tokenize(batch)
         predicted = self.vla(input_ids, attention_mask, current, self.prompt_status(batch))  # [B, F K, D]
         weights = turn_weights(batch.trajectory, cfg.future.turn_weight, cfg.future.turn_scale_m)
+        if batch.future_valid is not None:  # the mean over the samples whose future shows their label
+            valid = batch.future_valid.to(device=predicted.device, dtype=predicted.dtype)
+            weights = (valid if weights is None else weights * valid) * (b / valid.sum().clamp(min=1.0))
         loss_future = future_state_loss(predicted, target, cfg.future.loss, weights)
 
-        condition, gt_flags = self.teacher_forced_future(target, predicted, generator)  # [B, F K, D], [B]
+        condition, gt_flags = self.teacher_forced_future(target, predicted, generator, batch.future_valid)  # [B, F K, D], [B]
         x0 = self.normalizer.normalize(batch.trajectory)  # [B, T, 2]
         noise = random_normal(tuple(x0.shape), generator, x0.device)
         steps = random_timesteps(b, cfg.ik_net.num_train_timesteps, generator, x0.device)

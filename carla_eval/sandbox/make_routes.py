@@ -11,8 +11,10 @@ Seeds: with base seed ``S`` (``--seed``), bench route ``n`` is drawn from seed `
 and the smoke routes from ``S + 1000 ... S + 1002``; a suite occupies the seeds ``[S, S + 1003)``.
 The default ``S = 20260524`` gives the committed suites. Fresh held-out suites of the same kinds
 use ``S = HELD_OUT_BASE + 10000 k`` (k = 0, 1, 2, ...), which never overlaps the published seeds.
-Training suites of the same kinds (``make weights``) use ``S = TRAINING_BASE + 10000 k``
-(40,000,000 + 10,000 k), a range no evaluation suite uses.
+Training suites of the same kinds (``make weights``, the DAgger loop) use ``S = TRAINING_BASE + 10000 k``
+(40,000,000 + 10,000 k), a range no evaluation suite uses:
+``python -m carla_eval.sandbox.make_routes --suite training --index 0 --count 5 --out DIR`` writes
+``train_0.xml ... train_4.xml`` (310 routes).
 """
 
 from __future__ import annotations
@@ -310,19 +312,42 @@ def smoke_routes(base_seed: int = BASE_SEED) -> list[RouteConfig]:
     return f.routes
 
 
+def training_suites(first: int, count: int) -> list[tuple[str, list[RouteConfig]]]:
+    """``count`` training suites of the bench kinds from index ``first``: (file stem, routes) per
+    suite, suite ``k`` drawn from :func:`training_seed` ``(k)`` (62 routes each, every town and
+    scenario kind with freshly sampled parameters)."""
+    if not isinstance(count, int) or count < 1:
+        raise ValueError(f"training suite count must be an integer >= 1, got {count!r}")
+    return [(f"train_{k}", bench_routes(training_seed(k))) for k in range(first, first + count)]
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="routes/sandbox", help="output folder (default routes/sandbox)")
     ap.add_argument("--seed", type=int, default=BASE_SEED,
                     help=f"base seed of the suites (default {BASE_SEED}: the committed files); fresh held-out "
                          f"suites: {HELD_OUT_BASE} + 10000 k")
-    ap.add_argument("--suite", choices=("all", "bench", "smoke"), default="all", help="which file(s) to write")
+    ap.add_argument("--suite", choices=("all", "bench", "smoke", "training"), default="all",
+                    help="which file(s) to write; training: --count suites train_K.xml from the training seed "
+                         f"range ({TRAINING_BASE} + 10000 K, K = --index ...), which no evaluation suite uses")
+    ap.add_argument("--index", type=int, default=0, help="--suite training: index K of the first suite")
+    ap.add_argument("--count", type=int, default=1, help="--suite training: number of suites (62 routes each)")
     args = ap.parse_args(argv)
+    out = Path(args.out)
+    if args.suite == "training":
+        try:
+            suites_k = training_suites(args.index, args.count)
+        except ValueError as e:
+            ap.error(str(e))
+        out.mkdir(parents=True, exist_ok=True)
+        for stem, routes in suites_k:
+            write_routes_file(routes, out / f"{stem}.xml")
+        print(f"wrote {sum(len(r) for _, r in suites_k)} routes in {len(suites_k)} training suites to {out}")
+        return
     try:
         base = check_base_seed(args.seed)
     except ValueError as e:
         ap.error(str(e))
-    out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     suites = [("smoke", smoke_routes), ("bench", bench_routes)]
     for name, build in suites:

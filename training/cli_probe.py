@@ -6,7 +6,8 @@
 For held-out frames of a collected dataset: blank the image, insert a stopped vehicle near / far on
 the ego's path and off the road, perturb the ego speed in the prompt; report how much the plan
 moves (``training.grounding``), as a table (markdown), JSON and PNG plots (``training.probe_report``).
-Also runnable as ``python -m carla_eval.probe ...``.
+Registered with ``carla-eval`` through the ``carla_eval.commands`` entry points;
+also runnable as ``python -m training.cli_probe ...``.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+
+from carla_eval.commands import Command
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -110,10 +113,12 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m carla_eval.probe", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m training.cli_probe", description=__doc__.split("\n")[0])
     add_arguments(parser)
     return run(parser.parse_args(argv))
 
+
+COMMAND = Command("probe", "counterfactual grounding probes of trained agents", add_arguments, run)
 
 if __name__ == "__main__":
     sys.exit(main())
