@@ -115,12 +115,6 @@ def load_dagger_config(path: str | Path) -> DaggerConfig:
     return from_dict(DaggerConfig, yaml.safe_load(Path(path).read_text()) or {}, where=str(path))
 
 
-def _write_json_atomic(path: Path, data: Any) -> None:
-    from training.manifest import write_json_atomic
-
-    write_json_atomic(path, data)
-
-
 def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
@@ -143,15 +137,15 @@ def iteration_routes(cfg: DaggerConfig, iteration: int) -> list[str]:
     import numpy as np
 
     from carla_eval.routes import write_routes_file
-    from carla_eval.sandbox.make_routes import bench_routes, training_seed
+    from carla_eval.sandbox.make_routes import training_suites
 
     files = []
-    for k in cfg.suites_at(iteration):
-        routes = bench_routes(training_seed(k))
+    suites = cfg.suites_at(iteration)
+    for stem, routes in training_suites(suites[0], len(suites)):
         if cfg.max_routes is not None and cfg.max_routes < len(routes):
             keep = np.unique(np.linspace(0, len(routes) - 1, cfg.max_routes).round().astype(int))
             routes = [routes[j] for j in keep]
-        path = Path(cfg.work_dir) / "routes" / f"train_{k}.xml"
+        path = Path(cfg.work_dir) / "routes" / f"{stem}.xml"
         path.parent.mkdir(parents=True, exist_ok=True)
         write_routes_file(routes, path)
         files.append(str(path))
@@ -254,7 +248,9 @@ def run(cfg: DaggerConfig, resume: bool = False) -> dict[str, Any]:
 def _save(state: dict[str, Any], path: Path, entry: dict[str, Any]) -> None:
     iterations = [e for e in state["iterations"] if e.get("index") != entry["index"]]
     state["iterations"] = sorted([*iterations, dict(entry)], key=lambda e: e["index"])
-    _write_json_atomic(path, state)
+    from training.manifest import write_json_atomic
+
+    write_json_atomic(path, state)
 
 
 def main(argv: list[str] | None = None) -> int:
