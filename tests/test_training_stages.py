@@ -274,6 +274,23 @@ def test_turn_repeat_oversamples_the_turning_frames(data_dir, tmp_path, caplog):
         run(bad, accelerator=Accelerator(cpu=True))
 
 
+def test_stage_b_oversamples_critical_frames_and_pretraining_refuses_it(data_dir, tmp_path, caplog):
+    import logging
+
+    from training.critical_frames import KINDS, CriticalFrameConfig
+
+    cfg = _cfg("train", data_dir, tmp_path / "b", kind="ik")
+    cfg.data.critical = CriticalFrameConfig(repeat=2, lateral_m=0.5)
+    with caplog.at_level(logging.INFO, logger="training"):
+        assert run(cfg, accelerator=Accelerator(cpu=True)).final_step == 2
+    logged = [r.getMessage() for r in caplog.records if "critical frames" in r.getMessage()]
+    assert logged and all(k in logged[0] for k in KINDS)
+    bad = _cfg("pretrain_encoder", data_dir, tmp_path / "a")
+    bad.data.critical = CriticalFrameConfig(repeat=2)
+    with pytest.raises(ConfigError, match="critical"):
+        run(bad, accelerator=Accelerator(cpu=True))
+
+
 def test_mask_plan_label_future_trains_the_ik_model_and_is_refused_elsewhere(data_dir, tmp_path):
     acc = Accelerator(cpu=True)
     sc = _cfg("train", data_dir, tmp_path / "sc", kind="shortcut")

@@ -15,6 +15,8 @@ from typing import Any, Literal
 
 import yaml
 
+from training.critical_frames import CriticalFrameConfig
+
 
 class ConfigError(ValueError):
     """A config file or dict does not match its dataclass (message gives the dotted key)."""
@@ -142,7 +144,9 @@ class DataConfig:
     ``turn_repeat`` (stage (b)): a training frame whose labelled trajectory ends at least
     ``turn_repeat_min_m`` to the side is drawn ``turn_repeat`` times per epoch (1 = no
     oversampling; ``training.dataset.turn_repeats``). Turns are few and they are where the route in
-    the prompt changes the future.
+    the prompt changes the future. ``critical`` (stage (b)): the rare, critical frames (braking,
+    starting, lane changes, turns; ``training.critical_frames``) are drawn ``critical.repeat``
+    times per epoch (1 = off). A frame that is both takes the larger of the two repeats.
     """
 
     train_dir: str
@@ -160,6 +164,7 @@ class DataConfig:
     max_val_frames: int | None = 256
     turn_repeat: int = 1
     turn_repeat_min_m: float = 3.0
+    critical: CriticalFrameConfig = field(default_factory=CriticalFrameConfig)
     mask_plan_label_future: bool = False
 
 

@@ -2,8 +2,9 @@
 
 Validation (held-out routes): the planning pipeline (the agent's inference path, fixed seed) on
 every validation sample gives open-loop L2 at 1/2/3 s, the collision rate of the planned ego box
-with the ground-truth boxes of other vehicles at the same future times (``training.metrics``) and
-the validation loss. For the IK model it also runs the collapse check (``agent.model.collapse``) on
+with the ground-truth boxes of other vehicles at the same future times (``training.metrics``), the
+last-waypoint L2 on each kind of critical frame (braking, starting, turns, lane changes:
+``training.critical_frames``) and the validation loss. For the IK model it also runs the collapse check (``agent.model.collapse``) on
 the encoder's tokens of the future frames (the future-state target) and on the VLA's predicted
 future tokens (constant tokens mean a collapsed target, or a prediction that ignores its input).
 """
@@ -133,7 +134,7 @@ def evaluate_planner(model: nn.Module, dataset: Any, device: torch.device | str,
     gen = torch.Generator(device=device).manual_seed(seed)
     loss_gen = torch.Generator(device=device).manual_seed(seed + 1)
     ik = is_ik_model(model)
-    preds, gts, hits_pred, hits_gt = [], [], [], []
+    preds, gts, speeds, hits_pred, hits_gt = [], [], [], [], []
     losses, n = 0.0, 0
     pred_tokens, target_tokens = [], []
     for start in range(0, len(dataset), cfg.batch_size):
@@ -144,6 +145,7 @@ def evaluate_planner(model: nn.Module, dataset: Any, device: torch.device | str,
         boxes, mask = samples["gt_boxes"].numpy(), samples["gt_boxes_mask"].numpy()
         preds.append(pred)
         gts.append(gt)
+        speeds.append(samples["speed"].numpy())
         hits_pred.append(collisions(pred, boxes, mask, ego_size))
         hits_gt.append(collisions(gt, boxes, mask, ego_size))
         k = pred.shape[0]
@@ -159,11 +161,28 @@ def evaluate_planner(model: nn.Module, dataset: Any, device: torch.device | str,
     dt = float(model.config.waypoint_dt)
     metrics = {"loss": losses / n, "samples": float(n)}
     metrics.update(l2_at(pred_a, gt_a, cfg.horizons_s, dt))
+    metrics.update(critical_l2(pred_a, gt_a, np.concatenate(speeds), dt))
     metrics.update(collision_rates(np.concatenate(hits_pred), cfg.horizons_s, dt))
     metrics.update(collision_rates(np.concatenate(hits_gt), cfg.horizons_s, dt, prefix="collision_gt"))
     if ik:
         metrics.update(collapse_check(torch.cat(pred_tokens), torch.cat(target_tokens)))
     return metrics
+
+
+def critical_l2(pred: np.ndarray, gt: np.ndarray, speed: np.ndarray, dt: float) -> dict[str, float]:
+    """The 3 s (last-waypoint) L2 on the critical frames of each kind (``training.critical_frames``,
+    default thresholds, classified from the label ``gt`` [S, T, 2] and ``speed`` [S]):
+    ``l2_last_<kind>`` (m; left out when the kind has no frame) and ``frames_<kind>``."""
+    from training.critical_frames import CriticalFrameConfig, classify
+
+    kinds = classify(gt, speed, CriticalFrameConfig(waypoint_dt_s=dt))
+    err = np.linalg.norm(pred[:, -1] - gt[:, -1], axis=-1)
+    out: dict[str, float] = {}
+    for kind, mask in kinds.items():
+        out[f"frames_{kind}"] = float(mask.sum())
+        if mask.any():
+            out[f"l2_last_{kind}"] = float(err[mask].mean())
+    return out
 
 
 def collapse_check(predicted: torch.Tensor, target: torch.Tensor) -> dict[str, float]:

@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from training.config import ConfigError, ModelConfig, TrainConfig, dump_config, load_config
@@ -200,6 +201,8 @@ def run(cfg: TrainConfig, resume: str | None = None, accelerator: Any = None) ->
         raise ConfigError("model.ik_net_from: only for stage 'train' of a fresh IK model (kind: ik, no init_from)")
     if pretrain and cfg.data.turn_repeat != 1:
         raise ConfigError("data.turn_repeat: only for stage 'train'")
+    if pretrain and cfg.data.critical.repeat != 1:
+        raise ConfigError("data.critical.repeat: only for stage 'train'")
     if cfg.data.mask_plan_label_future and (pretrain or not ik):
         raise ConfigError("data.mask_plan_label_future: only for stage 'train' of an IK model (the future-state loss)")
     motion = pretrain and task.needs_motion
@@ -238,18 +241,33 @@ def run(cfg: TrainConfig, resume: str | None = None, accelerator: Any = None) ->
             labels = train_ds.all_trajectories()
             model.normalizer.fit(torch.from_numpy(labels))
         task = PlannerTask(model, cfg.eval, ego_size(train_scan), seed=cfg.seed)
-        if cfg.data.turn_repeat != 1:
-            from training.dataset import RepeatedSamples, turn_repeats
-
-            try:
-                repeats = turn_repeats(train_ds.all_trajectories() if labels is None else labels, cfg.data.turn_repeat, cfg.data.turn_repeat_min_m)
-            except ValueError as exc:
-                raise ConfigError(f"data.turn_repeat / turn_repeat_min_m: {exc}") from exc
-            logger.info("turn oversampling: %d of %d frames drawn %d times per epoch", int((repeats > 1).sum()),
-                        len(repeats), cfg.data.turn_repeat)
-            train_ds = RepeatedSamples(train_ds, repeats)
+        if cfg.data.turn_repeat != 1 or cfg.data.critical.repeat != 1:
+            train_ds = oversampled(train_ds, cfg.data, labels)
     trainer = Trainer(task, train_ds, val_ds, cfg.optim, cfg.log, cfg.seed, acc, run_config=cfg)
     return trainer.run(resume=resume)
+
+
+def oversampled(train_ds: Any, data: Any, labels: np.ndarray | None) -> Any:
+    """``train_ds`` with its turning frames (``data.turn_repeat``) and critical frames
+    (``data.critical``) listed more than once; a frame that is both takes the larger count."""
+    from training.critical_frames import classify, critical_repeats
+    from training.dataset import RepeatedSamples, turn_repeats
+
+    labels = train_ds.all_trajectories() if labels is None else labels
+    try:
+        repeats = turn_repeats(labels, data.turn_repeat, data.turn_repeat_min_m)
+    except ValueError as exc:
+        raise ConfigError(f"data.turn_repeat / turn_repeat_min_m: {exc}") from exc
+    if data.turn_repeat != 1:
+        logger.info("turn oversampling: %d of %d frames drawn %d times per epoch", int((repeats > 1).sum()),
+                    len(repeats), data.turn_repeat)
+    if data.critical.repeat != 1:
+        speed = train_ds.recorded("speed").astype(np.float64)
+        kinds = classify(labels, speed, data.critical)
+        logger.info("critical frames of %d: %s; kinds %s drawn %d times per epoch", len(labels),
+                    ", ".join(f"{k} {int(m.sum())}" for k, m in kinds.items()), data.critical.kinds, data.critical.repeat)
+        repeats = np.maximum(repeats, critical_repeats(labels, speed, data.critical))
+    return RepeatedSamples(train_ds, repeats)
 
 
 def main(argv: list[str] | None = None) -> int:

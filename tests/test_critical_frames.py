@@ -1,0 +1,59 @@
+"""Critical-frame classification and oversampling (training.critical_frames, DataConfig.critical)."""
+
+import numpy as np
+import pytest
+
+from training.config import DataConfig, from_dict
+from training.critical_frames import KINDS, CriticalFrameConfig, classify, critical_repeats
+
+
+def _straight(speeds_mps):
+    """[T, 2] a path along x whose segment k is driven at speeds_mps[k] (0.5 s waypoints)."""
+    steps = np.asarray(speeds_mps, dtype=np.float64) * 0.5
+    return np.stack([np.cumsum(steps), np.zeros_like(steps)], axis=-1)
+
+
+def _turn(side, heading_deg, lateral_m, step=2.0):
+    """[6, 2] a path that drifts ``lateral_m`` to ``side`` and ends heading ``heading_deg``."""
+    pts = np.zeros((6, 2))
+    pts[:, 0] = step * np.arange(1, 7)
+    pts[:, 1] = side * lateral_m * (np.arange(1, 7) / 6.0) ** 2
+    h = np.radians(heading_deg)
+    pts[-1] = pts[-2] + step * np.array([np.cos(h), side * np.sin(h)])
+    return pts
+
+
+def test_classify_finds_each_kind_and_only_it():
+    cfg = CriticalFrameConfig()
+    traj = np.stack([
+        _straight([8] * 6),               # cruising
+        _straight([8, 7, 5, 3, 1.5, 0.5]),  # braking
+        _straight([0.5, 1, 2, 3, 4, 5]),  # driving off from a stop
+        _straight([0.0] * 6),             # standing
+        _turn(+1, 60.0, 6.0, step=3.0),              # right turn
+        _turn(-1, 5.0, 3.2, step=4.0),               # lane change to the left, parallel again
+        _turn(+1, 5.0, 1.0, step=4.0),               # lane keeping with a small drift
+    ])
+    speed = np.array([8.0, 8.0, 0.0, 0.0, 6.0, 8.0, 8.0])
+    kinds = classify(traj, speed, cfg)
+    assert set(kinds) == set(KINDS)
+    assert kinds["brake"].tolist() == [False, True, False, False, False, False, False]
+    assert kinds["start"].tolist() == [False, False, True, False, False, False, False]
+    assert kinds["turn"].tolist() == [False, False, False, False, True, False, False]
+    assert kinds["lane_change"].tolist() == [False, False, False, False, False, True, False]
+    repeats = critical_repeats(traj, speed, CriticalFrameConfig(repeat=3, kinds=["brake", "turn"]))
+    assert repeats.tolist() == [1, 3, 1, 1, 3, 1, 1]
+    assert critical_repeats(traj, speed, cfg).tolist() == [1] * 7  # repeat 1: off
+
+
+def test_bad_critical_settings_are_named():
+    with pytest.raises(ValueError, match="kinds"):
+        CriticalFrameConfig(kinds=["swerve"])
+    with pytest.raises(ValueError, match="repeat"):
+        CriticalFrameConfig(repeat=0)
+    with pytest.raises(ValueError, match="brake_ratio"):
+        CriticalFrameConfig(brake_ratio=1.5)
+    with pytest.raises(ValueError, match="speed"):
+        classify(np.zeros((2, 6, 2)), np.zeros(3), CriticalFrameConfig())
+    cfg = from_dict(DataConfig, {"train_dir": "d", "critical": {"repeat": 2, "kinds": ["start"]}})
+    assert cfg.critical == CriticalFrameConfig(repeat=2, kinds=["start"])
