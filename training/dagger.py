@@ -20,6 +20,12 @@ Iteration ``i`` (0, 1, ..., ``iterations - 1``):
    (``mask_plan_label_future``); the trajectory loss reaches the VLA through the predicted future
    when the model's ``ik_net.future_gradient`` is on (the shipped model's).
 
+Each model of ``baselines`` (the shortcut baseline: ``weights/shortcut-tiny``) is fine-tuned in
+every iteration on the same aggregate with the same steps, from its own previous fine-tune; it
+never drives the collection. With ``evaluation`` set, the initial models and every iteration's
+models drive the same closed-loop routes and seeds (``carla_eval.runner``; resumable), and their
+driving scores go into ``dagger.json`` (``python -m training.dagger_plot`` draws them).
+
 ``work_dir/dagger.json`` (written atomically after every step) is the dataset manifest of the loop:
 per iteration its beta, student, routes, data folder with its collection totals and manifest
 checksum, the datasets the fine-tune read, the resulting model and the wall times. The loop is
@@ -60,6 +66,23 @@ class SuiteRange:
 
 
 @dataclass
+class LoopEvaluation:
+    """Closed-loop evaluation of the loop's models: ``routes`` (cut to ``routes_subset``, the
+    ``carla-eval run --routes-subset`` syntax) on the sandbox, once per seed of ``seeds``."""
+
+    routes: str = "routes/sandbox/bench.xml"
+    routes_subset: str | None = None
+    seeds: list[int] = field(default_factory=lambda: [0])
+    workers: int = 1
+
+    def __post_init__(self) -> None:
+        if not self.seeds:
+            raise ValueError("evaluation.seeds: give at least one seed")
+        if self.workers < 1:
+            raise ValueError(f"evaluation.workers: must be >= 1, got {self.workers}")
+
+
+@dataclass
 class DaggerConfig:
     """The DAgger loop (see the module doc)."""
 
@@ -86,6 +109,9 @@ class DaggerConfig:
     mask_plan_label_future: bool = True
     eval_every: int = 1000
     num_threads: int = 2
+    # model folders fine-tuned on the same aggregate with the same steps each iteration (never driving)
+    baselines: list[str] = field(default_factory=list)
+    evaluation: LoopEvaluation | None = None  # None: no closed-loop runs inside the loop
 
     def __post_init__(self) -> None:
         if not isinstance(self.iterations, int) or self.iterations < 1:
@@ -98,6 +124,9 @@ class DaggerConfig:
             raise ValueError(f"max_routes: must be >= 1 or null, got {self.max_routes}")
         if self.finetune.steps < 1:
             raise ValueError(f"finetune.steps: must be >= 1, got {self.finetune.steps}")
+        names = [Path(m).name for m in [self.initial_model, *self.baselines]]
+        if len(set(names)) != len(names) or "expert" in names:
+            raise ValueError(f"initial_model and baselines: their folder names must differ and not be 'expert' (they name the models), got {names}")
 
     def beta_at(self, iteration: int) -> float:
         """The probability that the expert drives a window in iteration ``iteration``."""
@@ -187,6 +216,67 @@ def collect_iteration(cfg: DaggerConfig, iteration: int, student_yaml: Path, rou
     return run_collection(ccfg)
 
 
+def evaluate_model(cfg: DaggerConfig, agent_yaml: Path | None, out: Path) -> dict[str, Any]:
+    """Closed-loop runs of one model (``cfg.evaluation``; ``agent_yaml`` None: the privileged
+    expert), one run folder per seed under ``out``; a folder that exists is resumed, so a finished
+    run is only re-scored. Returns DS per seed, mean and sd, the run folders and per seed the route
+    completion, the successes, ``[successes, routes]`` per ability and the route statuses."""
+    import io
+
+    import numpy as np
+    from rich.console import Console
+
+    from carla_eval.run_config import AgentSpec, BackendSpec, RunConfig, VideoConfig
+    from carla_eval.runner import run as run_routes
+
+    ev = cfg.evaluation
+    assert ev is not None
+    scores: dict[str, float] = {}
+    runs: dict[str, str] = {}
+    details: dict[str, dict[str, Any]] = {}
+    for seed in ev.seeds:
+        run_dir = out / f"seed_{seed}"
+        rc = RunConfig(backend=BackendSpec("sandbox"), routes_file=Path(ev.routes),
+                       agent=AgentSpec("expert") if agent_yaml is None else AgentSpec(cfg.agent_file, str(agent_yaml)),
+                       out_dir=run_dir,
+                       workers=ev.workers, routes_subset=ev.routes_subset, seed=seed, resume=run_dir.exists(),
+                       video=VideoConfig(mode="none"), show_progress=False)
+        summary = run_routes(rc, Console(file=io.StringIO()))
+        if summary.interrupted or summary.metrics is None or not summary.metrics.complete:
+            raise RuntimeError(f"closed-loop run {run_dir} did not finish ({summary.recorded}/{summary.total} "
+                               "routes recorded); run the loop again to resume it")
+        m = summary.metrics
+        scores[str(seed)] = round(float(m.driving_score), 2)
+        runs[str(seed)] = str(run_dir)
+        details[str(seed)] = {"rc": round(float(m.route_completion), 2), "success": m.n_success,
+                              "abilities": {k: [a.n_success, a.n_routes] for k, a in m.abilities.items() if a.n_routes},
+                              "statuses": dict(m.status_counts)}
+    ds = np.array(list(scores.values()))
+    return {"ds": scores, "ds_mean": round(float(ds.mean()), 2),
+            "ds_sd": round(float(ds.std(ddof=1)), 2) if len(ds) > 1 else None, "runs": runs, "per_seed": details}
+
+
+def _evaluate_all(cfg: DaggerConfig, models: dict[str, Path | None], templates: dict[str, Path], out: Path,
+                  done: dict[str, Any]) -> dict[str, Any]:
+    """``evaluate_model`` for each named model (None: the expert) unless ``done`` holds its result
+    for the same model folder."""
+    results = {}
+    for name, model in models.items():
+        key = "expert" if model is None else str(model)
+        if done.get(name, {}).get("model") == key:
+            results[name] = done[name]
+            continue
+        yml = None if model is None else student_agent_yaml(model, templates[name], out / name / "agent.yaml")
+        results[name] = {"model": key, **evaluate_model(cfg, yml, out / name)}
+    return results
+
+
+def same_loop(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """Whether two ``DaggerConfig`` dicts describe the same loop: equal but for ``iterations``,
+    so a finished loop can be continued for more iterations (or stopped after fewer)."""
+    return {k: v for k, v in a.items() if k != "iterations"} == {k: v for k, v in b.items() if k != "iterations"}
+
+
 def run(cfg: DaggerConfig, resume: bool = False) -> dict[str, Any]:
     """Every iteration of the module doc; returns the loop's state (``work_dir/dagger.json``)."""
     from training.make_weights import finished_stage
@@ -201,20 +291,35 @@ def run(cfg: DaggerConfig, resume: bool = False) -> dict[str, Any]:
     missing = [d for d in [*cfg.expert_data, cfg.val_data] if not (Path(d) / "manifest.json").is_file()]
     if missing:
         raise FileNotFoundError(f"expert_data / val_data: no collected dataset (manifest.json) in {missing}")
+    for b in cfg.baselines:
+        for need in (Path(b) / "agent.yaml", Path(b) / "training" / "config.yaml"):
+            if not need.is_file():
+                raise FileNotFoundError(f"baselines: {need} is missing (a model folder installed by make weights)")
     template = load_config(initial / "training" / "config.yaml")
+    names = {Path(m).name: Path(m) for m in [initial, *cfg.baselines]}  # the initial models, by name
+    templates = {name: model / "agent.yaml" for name, model in names.items()}
+    baseline_templates = {name: load_config(names[name] / "training" / "config.yaml") for name in list(names)[1:]}
     state_path = work / STATE_NAME
     state: dict[str, Any] = {"config": to_dict(cfg), "initial_model": str(initial), "iterations": []}
     if state_path.is_file():
         previous = json.loads(state_path.read_text())
-        if previous.get("config") != state["config"]:
+        if not same_loop(previous.get("config", {}), state["config"]):
             raise ValueError(f"{state_path} was written by another DAgger config; use a new work_dir "
                              "(or the same config) to continue")
         state["iterations"] = previous.get("iterations", [])
+        if "initial_eval" in previous:
+            state["initial_eval"] = previous["initial_eval"]
+    if cfg.evaluation is not None:
+        state["initial_eval"] = _evaluate_all(cfg, {"expert": None, **names}, templates, work / "initial_eval",
+                                              state.get("initial_eval", {}))
+        _save(state, state_path, None)
 
     student = initial
+    current = dict(names)  # each model's latest fine-tune
     datasets = list(cfg.expert_data)
     for i in range(cfg.iterations):
         it_dir = work / f"iter_{i}"
+        previous_entry = next((e for e in state["iterations"] if e["index"] == i), {})
         entry: dict[str, Any] = {"index": i, "beta": cfg.beta_at(i), "student": str(student),
                                  "suites": cfg.suites_at(i), "data": str(it_dir / "data")}
         student_yaml = student_agent_yaml(student, initial / "agent.yaml", it_dir / "student.yaml")
@@ -239,15 +344,28 @@ def run(cfg: DaggerConfig, resume: bool = False) -> dict[str, Any]:
         entry["train_s"] = round(float(result.wall_s), 1)
         entry["last_val"] = result.last_val
         _save(state, state_path, entry)
+        student = Path(result.final_model)
+        current[initial.name] = student
+        entry["baselines"] = {}
+        for name, b_template in baseline_templates.items():
+            b_stage = finetune_config(cfg, b_template, current[name], datasets, it_dir / f"finetune_{name}")
+            b_result = finished_stage(b_stage) or train_run(b_stage, resume="auto" if resume else None)
+            entry["baselines"][name] = {"from": str(current[name]), "model": str(b_result.final_model),
+                                        "train_s": round(float(b_result.wall_s), 1), "last_val": b_result.last_val}
+            current[name] = Path(b_result.final_model)
+            _save(state, state_path, entry)
+        if cfg.evaluation is not None:
+            entry["eval"] = _evaluate_all(cfg, current, templates, it_dir / "eval", previous_entry.get("eval", {}))
+            _save(state, state_path, entry)
         logger.info("iteration %d: beta %.3f, %d frames (%d driven by the student), model %s", i, entry["beta"],
                     entry["collection"]["frames"], entry["collection"]["student_frames"], entry["model"])
-        student = Path(result.final_model)
     return state
 
 
-def _save(state: dict[str, Any], path: Path, entry: dict[str, Any]) -> None:
-    iterations = [e for e in state["iterations"] if e.get("index") != entry["index"]]
-    state["iterations"] = sorted([*iterations, dict(entry)], key=lambda e: e["index"])
+def _save(state: dict[str, Any], path: Path, entry: dict[str, Any] | None) -> None:
+    if entry is not None:
+        iterations = [e for e in state["iterations"] if e.get("index") != entry["index"]]
+        state["iterations"] = sorted([*iterations, dict(entry)], key=lambda e: e["index"])
     from training.manifest import write_json_atomic
 
     write_json_atomic(path, state)
@@ -257,10 +375,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m training.dagger", description=__doc__.split("\n")[0])
     parser.add_argument("--config", required=True, help="DaggerConfig YAML")
     parser.add_argument("--resume", action="store_true", help="continue an unfinished fine-tune from its checkpoint")
+    parser.add_argument("--iterations", type=int, default=None,
+                        help="run the loop up to this many iterations (default: the config's); a later call "
+                             "with more continues the same loop")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     try:
         cfg = load_dagger_config(args.config)
+        if args.iterations is not None:
+            cfg = DaggerConfig(**{**cfg.__dict__, "iterations": args.iterations})
         state = run(cfg, resume=args.resume)
     except (ValueError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -412,6 +412,21 @@ def run_stage(stage: TrainConfig, resume: bool) -> Any:
     return train_run(stage, resume="auto" if resume else None)
 
 
+def collect_data(cfg: MakeWeightsConfig) -> dict[str, dict[str, Any]]:
+    """Collect the datasets of the recipe into ``work_dir/data`` (``val``, ``train`` and, with
+    generated suites, ``train_gen``), skipping episodes already recorded; returns their manifests."""
+    data = Path(cfg.work_dir) / "data"
+    gt = cfg.ground_truth
+    manifests = {
+        "val": collect_stage(cfg, cfg.val_routes, cfg.val_repetitions, data / "val", cfg.seed + 500_000, "none", gt),
+        "train": collect_stage(cfg, cfg.train_routes, cfg.train_repetitions, data / "train", cfg.seed, cfg.noise, gt),
+    }
+    if cfg.generated_train_suites:
+        manifests["train_gen"] = collect_stage(cfg, generated_routes(cfg), cfg.generated_repetitions, data / "train_gen",
+                                               cfg.seed + 7_000_000, cfg.noise, False)
+    return manifests
+
+
 def run(cfg: MakeWeightsConfig, command: str, resume: bool = False) -> dict[str, Any]:
     """All steps of the module doc; returns a summary (also written to ``work_dir/summary.json``).
 
@@ -425,12 +440,7 @@ def run(cfg: MakeWeightsConfig, command: str, resume: bool = False) -> dict[str,
     t = time.perf_counter()
     splits = ["train", "val"] + (["train_gen"] if cfg.generated_train_suites else [])
     if not cfg.skip_collect:
-        gt = cfg.ground_truth
-        collect_stage(cfg, cfg.val_routes, cfg.val_repetitions, data / "val", cfg.seed + 500_000, "none", gt)
-        collect_stage(cfg, cfg.train_routes, cfg.train_repetitions, data / "train", cfg.seed, cfg.noise, gt)
-        if cfg.generated_train_suites:
-            collect_stage(cfg, generated_routes(cfg), cfg.generated_repetitions, data / "train_gen", cfg.seed + 7_000_000,
-                          cfg.noise, False)
+        collect_data(cfg)
         timings["data collection"] = time.perf_counter() - t  # --skip-collect: reused data, no time of its own
     manifests = {s: json.loads((data / s / "manifest.json").read_text()) for s in splits}
 
@@ -486,7 +496,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--weights-dir", default=None)
     parser.add_argument("--skip-collect", action="store_true", help="reuse the data already in work_dir/data")
     parser.add_argument("--resume", action="store_true", help="continue training stages from their latest checkpoints")
+    parser.add_argument("--collect-only", action="store_true",
+                        help="only collect work_dir/data (the expert data the DAgger loop starts from), then stop")
     args = parser.parse_args(argv)
+    if args.collect_only and args.skip_collect:
+        parser.error("--collect-only and --skip-collect: choose one")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     cfg = load_make_weights_config(args.config)
     if args.quick:
@@ -495,6 +509,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.skip_collect:
         overrides["skip_collect"] = True
     cfg = dataclasses.replace(cfg, **overrides)
+    if args.collect_only:
+        for split, manifest in collect_data(cfg).items():
+            print(f"{split}: {manifest['totals']}")
+        return 0
     command = "python -m training.make_weights " + " ".join(argv if argv is not None else sys.argv[1:])
     summary = run(cfg, command.strip(), resume=args.resume)
     for k, v in summary["timings_s"].items():
