@@ -256,17 +256,17 @@ def evaluate_model(cfg: DaggerConfig, agent_yaml: Path | None, out: Path) -> dic
             "ds_sd": round(float(ds.std(ddof=1)), 2) if len(ds) > 1 else None, "runs": runs, "per_seed": details}
 
 
-def _evaluate_all(cfg: DaggerConfig, models: dict[str, Path | None], templates: dict[str, Path], out: Path,
+def _evaluate_all(cfg: DaggerConfig, models: dict[str, Path | None], initial: dict[str, Path], out: Path,
                   done: dict[str, Any]) -> dict[str, Any]:
-    """``evaluate_model`` for each named model (None: the expert) unless ``done`` holds its result
-    for the same model folder."""
+    """``evaluate_model`` for each named model (None: the expert; agent settings from the initial
+    model of that name, ``initial``) unless ``done`` holds its result for the same model folder."""
     results = {}
     for name, model in models.items():
         key = "expert" if model is None else str(model)
         if done.get(name, {}).get("model") == key:
             results[name] = done[name]
             continue
-        yml = None if model is None else student_agent_yaml(model, templates[name], out / name / "agent.yaml")
+        yml = None if model is None else student_agent_yaml(model, initial[name] / "agent.yaml", out / name / "agent.yaml")
         results[name] = {"model": key, **evaluate_model(cfg, yml, out / name)}
     return results
 
@@ -285,19 +285,15 @@ def run(cfg: DaggerConfig, resume: bool = False) -> dict[str, Any]:
     work = Path(cfg.work_dir)
     work.mkdir(parents=True, exist_ok=True)
     initial = Path(cfg.initial_model)
-    for need in (initial / "agent.yaml", initial / "training" / "config.yaml"):
-        if not need.is_file():
-            raise FileNotFoundError(f"initial_model: {need} is missing (a model folder installed by make weights)")
+    for field_name, model in [("initial_model", initial), *(("baselines", Path(b)) for b in cfg.baselines)]:
+        for need in (model / "agent.yaml", model / "training" / "config.yaml"):
+            if not need.is_file():
+                raise FileNotFoundError(f"{field_name}: {need} is missing (a model folder installed by make weights)")
     missing = [d for d in [*cfg.expert_data, cfg.val_data] if not (Path(d) / "manifest.json").is_file()]
     if missing:
         raise FileNotFoundError(f"expert_data / val_data: no collected dataset (manifest.json) in {missing}")
-    for b in cfg.baselines:
-        for need in (Path(b) / "agent.yaml", Path(b) / "training" / "config.yaml"):
-            if not need.is_file():
-                raise FileNotFoundError(f"baselines: {need} is missing (a model folder installed by make weights)")
     template = load_config(initial / "training" / "config.yaml")
     names = {Path(m).name: Path(m) for m in [initial, *cfg.baselines]}  # the initial models, by name
-    templates = {name: model / "agent.yaml" for name, model in names.items()}
     baseline_templates = {name: load_config(names[name] / "training" / "config.yaml") for name in list(names)[1:]}
     state_path = work / STATE_NAME
     state: dict[str, Any] = {"config": to_dict(cfg), "initial_model": str(initial), "iterations": []}
@@ -310,7 +306,7 @@ def run(cfg: DaggerConfig, resume: bool = False) -> dict[str, Any]:
         if "initial_eval" in previous:
             state["initial_eval"] = previous["initial_eval"]
     if cfg.evaluation is not None:
-        state["initial_eval"] = _evaluate_all(cfg, {"expert": None, **names}, templates, work / "initial_eval",
+        state["initial_eval"] = _evaluate_all(cfg, {"expert": None, **names}, names, work / "initial_eval",
                                               state.get("initial_eval", {}))
         _save(state, state_path, None)
 
@@ -355,7 +351,7 @@ def run(cfg: DaggerConfig, resume: bool = False) -> dict[str, Any]:
             current[name] = Path(b_result.final_model)
             _save(state, state_path, entry)
         if cfg.evaluation is not None:
-            entry["eval"] = _evaluate_all(cfg, current, templates, it_dir / "eval", previous_entry.get("eval", {}))
+            entry["eval"] = _evaluate_all(cfg, current, names, it_dir / "eval", previous_entry.get("eval", {}))
             _save(state, state_path, entry)
         logger.info("iteration %d: beta %.3f, %d frames (%d driven by the student), model %s", i, entry["beta"],
                     entry["collection"]["frames"], entry["collection"]["student_frames"], entry["model"])
@@ -383,7 +379,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = load_dagger_config(args.config)
         if args.iterations is not None:
-            cfg = DaggerConfig(**{**cfg.__dict__, "iterations": args.iterations})
+            cfg = dataclasses.replace(cfg, iterations=args.iterations)
         state = run(cfg, resume=args.resume)
     except (ValueError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)

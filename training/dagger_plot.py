@@ -18,13 +18,17 @@ from pathlib import Path
 from typing import Any
 
 
+def _evaluations(state: dict[str, Any]) -> list[tuple[int, dict[str, Any]]]:
+    """``[(x, {model name: evaluation})]``: x = 0 the initial models, x = i + 1 loop iteration i."""
+    rows = [(0, state.get("initial_eval") or {})]
+    return rows + [(e["index"] + 1, e.get("eval") or {}) for e in state.get("iterations", [])]
+
+
 def ds_table(state: dict[str, Any]) -> dict[str, list[tuple[int, float, float | None]]]:
     """``{model name: [(x, DS mean, DS sd or None), ...]}`` from a ``dagger.json`` state; the
     expert is under ``"expert"`` at x = 0 only."""
     series: dict[str, list[tuple[int, float, float | None]]] = {}
-    points = [(0, state.get("initial_eval") or {})]
-    points += [(e["index"] + 1, e.get("eval") or {}) for e in state.get("iterations", [])]
-    for x, evals in points:
+    for x, evals in _evaluations(state):
         for name, result in evals.items():
             series.setdefault(name, []).append((x, float(result["ds_mean"]), result.get("ds_sd")))
     return series
@@ -33,8 +37,7 @@ def ds_table(state: dict[str, Any]) -> dict[str, list[tuple[int, float, float | 
 def markdown_table(state: dict[str, Any]) -> str:
     """Every evaluation of ``state`` as a markdown table: model, iteration, DS per seed, mean ± sd,
     route completion and successes per ability (summed over the seeds)."""
-    rows = [(0, state.get("initial_eval") or {})]
-    rows += [(e["index"] + 1, e.get("eval") or {}) for e in state.get("iterations", [])]
+    rows = _evaluations(state)
     abilities = sorted({a for _, evals in rows for r in evals.values() for d in r.get("per_seed", {}).values()
                         for a in d["abilities"]})
     lines = ["| model | iteration | DS per seed | DS mean ± sd | RC % | " + " | ".join(abilities) + " |",
