@@ -57,3 +57,25 @@ def test_bad_critical_settings_are_named():
         classify(np.zeros((2, 6, 2)), np.zeros(3), CriticalFrameConfig())
     cfg = from_dict(DataConfig, {"train_dir": "d", "critical": {"repeat": 2, "kinds": ["start"]}})
     assert cfg.critical == CriticalFrameConfig(repeat=2, kinds=["start"])
+
+
+def test_ablation_arms_differ_only_in_the_critical_repeat():
+    """The committed ablation (docs/training.md, section 2) is a controlled one: both arms are the
+    shipped IK model's own training config, fine-tuned from it, and differ in nothing but the repeat
+    (and where they write)."""
+    import dataclasses
+
+    from training.config import load_config
+
+    off = load_config("training/configs/ablation_critical_off.yaml")
+    x3 = load_config("training/configs/ablation_critical_x3.yaml")
+    shipped = load_config("weights/ik-tiny/training/config.yaml")
+    assert (off.data.critical.repeat, x3.data.critical.repeat) == (1, 3)
+    assert off.model.init_from == x3.model.init_from == "weights/ik-tiny"
+    same = dataclasses.replace(x3, data=dataclasses.replace(x3.data, critical=off.data.critical),
+                               log=dataclasses.replace(x3.log, output_dir=off.log.output_dir))
+    assert same == off
+    assert off.log.output_dir != x3.log.output_dir
+    assert off.model.overrides == shipped.model.overrides
+    assert off.optim.lr == shipped.optim.lr and off.optim.batch_size == shipped.optim.batch_size
+    assert off.model.kind == shipped.model.kind == "ik"
