@@ -1,9 +1,11 @@
 """Critical-frame classification and oversampling (training.critical_frames, DataConfig.critical)."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 
-from training.config import DataConfig, from_dict
+from training.config import DataConfig, from_dict, load_config
 from training.critical_frames import KINDS, CriticalFrameConfig, classify, critical_repeats
 
 
@@ -59,14 +61,11 @@ def test_bad_critical_settings_are_named():
     assert cfg.critical == CriticalFrameConfig(repeat=2, kinds=["start"])
 
 
+
 def test_ablation_arms_differ_only_in_the_critical_repeat():
     """The committed ablation (docs/training.md, section 2) is a controlled one: both arms are the
     shipped IK model's own training config, fine-tuned from it, and differ in nothing but the repeat
     (and where they write)."""
-    import dataclasses
-
-    from training.config import load_config
-
     off = load_config("training/configs/ablation_critical_off.yaml")
     x3 = load_config("training/configs/ablation_critical_x3.yaml")
     shipped = load_config("weights/ik-tiny/training/config.yaml")
@@ -79,3 +78,14 @@ def test_ablation_arms_differ_only_in_the_critical_repeat():
     assert off.model.overrides == shipped.model.overrides
     assert off.optim.lr == shipped.optim.lr and off.optim.batch_size == shipped.optim.batch_size
     assert off.model.kind == shipped.model.kind == "ik"
+    # Everything else is the shipped config: its data, start, length, logging and the unused
+    # stage-(a) section are the only settings the arm changes.
+    as_arm = dataclasses.replace(
+        shipped, pretrain=off.pretrain,
+        data=dataclasses.replace(shipped.data, train_dir=off.data.train_dir, extra_train_dirs=off.data.extra_train_dirs,
+                                 val_dir=off.data.val_dir),
+        model=dataclasses.replace(shipped.model, init_from=off.model.init_from),
+        optim=dataclasses.replace(shipped.optim, max_steps=off.optim.max_steps),
+        log=dataclasses.replace(shipped.log, output_dir=off.log.output_dir, eval_every=off.log.eval_every,
+                                save_every=off.log.save_every))
+    assert as_arm == off

@@ -264,9 +264,12 @@ def oversampled(train_ds: Any, data: Any, labels: np.ndarray | None) -> Any:
     if data.critical.repeat != 1:
         speed = train_ds.recorded("speed").astype(np.float64)
         kinds = classify(labels, speed, data.critical)
-        logger.info("critical frames of %d: %s; kinds %s drawn %d times per epoch", len(labels),
-                    ", ".join(f"{k} {int(m.sum())}" for k, m in kinds.items()), data.critical.kinds, data.critical.repeat)
-        repeats = np.maximum(repeats, critical_repeats(labels, speed, data.critical))
+        critical = critical_repeats(labels, speed, data.critical)
+        logger.info("critical frames of %d: %s (%d of any of kinds %s), drawn %d times per epoch", len(labels),
+                    ", ".join(f"{k} {int(m.sum())}" for k, m in kinds.items()), int((critical > 1).sum()),
+                    data.critical.kinds, data.critical.repeat)
+        repeats = np.maximum(repeats, critical)
+    logger.info("epoch: %d draws of %d frames", int(repeats.sum()), len(repeats))
     return RepeatedSamples(train_ds, repeats)
 
 
