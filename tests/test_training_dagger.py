@@ -72,6 +72,28 @@ def test_the_shipped_config_loads():
     assert cfg.baselines == ["weights/shortcut-tiny"] and cfg.evaluation.routes == "routes/sandbox/bench.xml"
 
 
+def test_the_learning_rate_study_is_controlled():
+    """docs/training.md, section 1b: the lr-2e-5 loop is the shipped loop with only the fine-tune's
+    learning rate (and its folder) changed, and its control is that loop's iteration-0 fine-tune on
+    the expert data alone, so the on-policy data is the only difference between the two."""
+    import dataclasses
+
+    from training.config import load_config
+
+    base = load_dagger_config(ROOT / "training" / "configs" / "dagger.yaml")
+    low = load_dagger_config(ROOT / "training" / "configs" / "dagger_lr2e-5.yaml")
+    assert (base.finetune.lr, low.finetune.lr) == (1e-4, 2e-5) and low.work_dir != base.work_dir
+    assert dataclasses.replace(low, work_dir=base.work_dir, finetune=base.finetune) == base
+    control = load_config(ROOT / "training" / "configs" / "control_expert_lr2e-5.yaml")
+    template = load_config(SHIPPED / "training" / "config.yaml")
+    expected = finetune_config(low, template, Path(low.initial_model), list(low.expert_data),
+                               Path(control.log.output_dir))
+    assert control.data.mask_plan_label_future and control.optim.lr == low.finetune.lr
+    # the logging cadence and the stage-(a) section (unused by stage "train") are all that may differ
+    assert dataclasses.replace(expected, pretrain=control.pretrain, log=control.log) == control
+    assert control.log.output_dir not in (low.work_dir, base.work_dir)
+
+
 def test_a_loop_continues_for_more_iterations_but_not_under_other_settings():
     from training.config import to_dict
 
