@@ -61,7 +61,6 @@ def test_bad_critical_settings_are_named():
     assert cfg.critical == CriticalFrameConfig(repeat=2, kinds=["start"])
 
 
-
 def test_ablation_arms_differ_only_in_the_critical_repeat():
     """The committed ablation (docs/training.md, section 2) is a controlled one: both arms are the
     shipped IK model's own training config, fine-tuned from it, and differ in nothing but the repeat

@@ -91,8 +91,12 @@ def classify(trajectories: np.ndarray, speed: np.ndarray, cfg: CriticalFrameConf
 
 def critical_repeats(trajectories: np.ndarray, speed: np.ndarray, cfg: CriticalFrameConfig) -> np.ndarray:
     """[S] int64 per-epoch draws: ``cfg.repeat`` for a sample of one of ``cfg.kinds``, else 1."""
-    kinds = classify(trajectories, speed, cfg)
-    critical = np.zeros(np.asarray(speed).shape[0], dtype=bool)
+    return repeats_of(classify(trajectories, speed, cfg), cfg)
+
+
+def repeats_of(kinds: dict[str, np.ndarray], cfg: CriticalFrameConfig) -> np.ndarray:
+    """:func:`critical_repeats` from a :func:`classify` result (kind -> [S] bool)."""
+    critical = np.zeros(next(iter(kinds.values())).shape[0], dtype=bool)
     for k in cfg.kinds:
         critical |= kinds[k]
     return np.where(critical, cfg.repeat, 1).astype(np.int64)

@@ -250,7 +250,7 @@ def run(cfg: TrainConfig, resume: str | None = None, accelerator: Any = None) ->
 def oversampled(train_ds: Any, data: Any, labels: np.ndarray | None) -> Any:
     """``train_ds`` with its turning frames (``data.turn_repeat``) and critical frames
     (``data.critical``) listed more than once; a frame that is both takes the larger count."""
-    from training.critical_frames import classify, critical_repeats
+    from training.critical_frames import classify, repeats_of
     from training.dataset import RepeatedSamples, turn_repeats
 
     labels = train_ds.all_trajectories() if labels is None else labels
@@ -264,7 +264,7 @@ def oversampled(train_ds: Any, data: Any, labels: np.ndarray | None) -> Any:
     if data.critical.repeat != 1:
         speed = train_ds.recorded("speed").astype(np.float64)
         kinds = classify(labels, speed, data.critical)
-        critical = critical_repeats(labels, speed, data.critical)
+        critical = repeats_of(kinds, data.critical)
         logger.info("critical frames of %d: %s (%d of any of kinds %s), drawn %d times per epoch", len(labels),
                     ", ".join(f"{k} {int(m.sum())}" for k, m in kinds.items()), int((critical > 1).sum()),
                     data.critical.kinds, data.critical.repeat)
