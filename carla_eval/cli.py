@@ -19,7 +19,7 @@ from rich.console import Console
 from carla_eval.run_config import AgentSpec, BackendSpec, RunConfig, VideoConfig, WatchdogConfig
 
 EXIT_OK, EXIT_REPLAY_MISMATCH, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
-BUILTIN_COMMANDS = ("run", "metrics", "export", "replay")
+BUILTIN_COMMANDS = ("run", "metrics", "compare", "export", "replay")
 
 
 def _option(text: str) -> tuple[str, Any]:
@@ -104,6 +104,10 @@ def build_parser() -> argparse.ArgumentParser:
     met.add_argument("--json", type=Path, default=None, help="also write the metrics here (atomic)")
     met.add_argument("--metric-info", action="append", type=Path, default=[], metavar="DIR",
                      help="also look for DIR/<save_name>/metric_info.json (Bench2Drive's SAVE_PATH); repeatable")
+
+    from carla_eval.compare import build_parser as build_compare_parser
+
+    build_compare_parser(sub.add_parser("compare", help="models side by side over seeds (DS, RC, abilities) from their run folders"))
 
     exp = sub.add_parser("export", help="write a folder Bench2Drive's tools read (merge_route_json.py, ...)")
     exp.add_argument("runs", nargs="+", type=Path, help="run folders or results JSON files")
@@ -307,6 +311,10 @@ def _dispatch(args: argparse.Namespace, console: Console, argv: list[str]) -> in
         return _replay(args, console)
     if args.command == "export":
         return _export(args, console)
+    if args.command == "compare":
+        from carla_eval.compare import run_cli
+
+        return run_cli(args)
     return args.contributed_command.run(args)
 
 

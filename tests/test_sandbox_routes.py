@@ -178,6 +178,15 @@ def test_generator_seed_option(tmp_path):
         assert plan.length > 100.0
 
 
+def test_the_committed_held_out_suite_is_the_generators(tmp_path):
+    """routes/sandbox/held_out_8.xml, the held-out suite of docs/training.md, is held-out suite k = 8
+    (base seed 30,080,000) as make_routes writes it, byte for byte."""
+    from carla_eval.sandbox import make_routes
+
+    make_routes.main(["--out", str(tmp_path), "--seed", str(make_routes.held_out_seed(8)), "--suite", "bench"])
+    assert (tmp_path / "bench.xml").read_bytes() == (ROUTES / "held_out_8.xml").read_bytes()
+
+
 def test_generator_rejects_a_bad_seed(tmp_path, capsys):
     from carla_eval.sandbox import make_routes
 

@@ -220,18 +220,18 @@ def evaluate_model(cfg: DaggerConfig, agent_yaml: Path | None, out: Path) -> dic
     """Closed-loop runs of one model (``cfg.evaluation``; ``agent_yaml`` None: the privileged
     expert), one run folder per seed under ``out``; a folder that exists is resumed, so a finished
     run is only re-scored. Returns DS per seed, mean and sd, the run folders and per seed the route
-    completion, the successes, ``[successes, routes]`` per ability and the route statuses."""
+    completion, the successes, ``[successes, routes]`` per ability, the route statuses and each route's DS
+    (``carla_eval.compare.summarize``)."""
     import io
 
-    import numpy as np
     from rich.console import Console
 
+    from carla_eval.compare import evaluate_folder, summarize
     from carla_eval.run_config import AgentSpec, BackendSpec, RunConfig, VideoConfig
     from carla_eval.runner import run as run_routes
 
     ev = cfg.evaluation
     assert ev is not None
-    scores: dict[str, float] = {}
     runs: dict[str, str] = {}
     details: dict[str, dict[str, Any]] = {}
     for seed in ev.seeds:
@@ -245,15 +245,9 @@ def evaluate_model(cfg: DaggerConfig, agent_yaml: Path | None, out: Path) -> dic
         if summary.interrupted or summary.metrics is None or not summary.metrics.complete:
             raise RuntimeError(f"closed-loop run {run_dir} did not finish ({summary.recorded}/{summary.total} "
                                "routes recorded); run the loop again to resume it")
-        m = summary.metrics
-        scores[str(seed)] = round(float(m.driving_score), 2)
         runs[str(seed)] = str(run_dir)
-        details[str(seed)] = {"rc": round(float(m.route_completion), 2), "success": m.n_success,
-                              "abilities": {k: [a.n_success, a.n_routes] for k, a in m.abilities.items() if a.n_routes},
-                              "statuses": dict(m.status_counts)}
-    ds = np.array(list(scores.values()))
-    return {"ds": scores, "ds_mean": round(float(ds.mean()), 2),
-            "ds_sd": round(float(ds.std(ddof=1)), 2) if len(ds) > 1 else None, "runs": runs, "per_seed": details}
+        details[str(seed)] = evaluate_folder(run_dir)[1]
+    return summarize(details, runs)
 
 
 def _evaluate_all(cfg: DaggerConfig, models: dict[str, Path | None], initial: dict[str, Path], out: Path,

@@ -37,20 +37,10 @@ def ds_table(state: dict[str, Any]) -> dict[str, list[tuple[int, float, float | 
 def markdown_table(state: dict[str, Any]) -> str:
     """Every evaluation of ``state`` as a markdown table: model, iteration, DS per seed, mean ± sd,
     route completion and successes per ability (summed over the seeds)."""
-    rows = _evaluations(state)
-    abilities = sorted({a for _, evals in rows for r in evals.values() for d in r.get("per_seed", {}).values()
-                        for a in d["abilities"]})
-    lines = ["| model | iteration | DS per seed | DS mean ± sd | RC % | " + " | ".join(abilities) + " |",
-             "|---|---:|---|---:|---:|" + "---:|" * len(abilities)]
-    for x, evals in rows:
-        for name, r in evals.items():
-            seeds = r.get("per_seed", {})
-            per = {a: [sum(d["abilities"].get(a, [0, 0])[j] for d in seeds.values()) for j in (0, 1)] for a in abilities}
-            rc = sum(d["rc"] for d in seeds.values()) / len(seeds) if seeds else float("nan")
-            sd = "" if r.get("ds_sd") is None else f" ± {r['ds_sd']:.2f}"
-            lines.append(f"| {name} | {x} | {' / '.join(f'{v:.2f}' for v in r['ds'].values())} | {r['ds_mean']:.2f}{sd} "
-                         f"| {rc:.1f} | " + " | ".join(f"{s}/{n}" if n else "" for s, n in per.values()) + " |")
-    return "\n".join(lines)
+    from carla_eval.compare import markdown_table as table
+
+    return table([([name, str(x)], r) for x, evals in _evaluations(state) for name, r in evals.items()],
+                 lead=("model", "iteration"))
 
 
 def plot(state: dict[str, Any], path: str | Path, title: str = "DAgger: closed-loop DS per iteration") -> Path:
