@@ -67,6 +67,8 @@ class AgentConfig:
             current ego frame (agent/odometry.py). >= the tick rate plans every tick.
         num_inference_steps: diffusion denoising steps (None: the model's default).
         num_samples: diffusion plans drawn per planning step and averaged (1: one draw).
+        slowest_fraction: average only this share of the draws, the slowest ones (shortest path);
+            1.0 (default): all draws (``agent.model.pipeline.reduce_samples``).
         seed: seed of the diffusion sampler's generator (plans are reproducible per route).
         num_threads: torch CPU threads (None: leave torch's default).
         lat_ref, lon_ref: the map's geo-reference in degrees; None (both): solved per route from the
@@ -89,7 +91,8 @@ class AgentConfig:
             (default: the model in this process, needs the project's Python >= 3.10) or
             ``{mode: server, address: ..., start: {python: ...}}`` (a model server; the evaluator
             may then be Python 3.7). ``model``, ``device`` and ``num_threads`` are the server's in
-            server mode; ``seed``, ``num_inference_steps`` and ``num_samples`` travel with each request.
+            server mode; ``seed``, ``num_inference_steps``, ``num_samples`` and ``slowest_fraction`` travel
+            with each request.
     """
 
     model: Path
@@ -98,6 +101,7 @@ class AgentConfig:
     planning_hz: float = 10.0
     num_inference_steps: Optional[int] = None
     num_samples: int = 1
+    slowest_fraction: float = 1.0
     seed: int = 0
     num_threads: Optional[int] = None
     lat_ref: Optional[float] = None
@@ -125,6 +129,8 @@ class AgentConfig:
             raise ConfigError(f"num_inference_steps: must be >= 1, got {self.num_inference_steps}")
         if self.num_samples < 1:
             raise ConfigError(f"num_samples: must be >= 1, got {self.num_samples}")
+        if not 0.0 < self.slowest_fraction <= 1.0:
+            raise ConfigError(f"slowest_fraction: must be in (0, 1], got {self.slowest_fraction}")
         if self.num_threads is not None and self.num_threads < 1:
             raise ConfigError(f"num_threads: must be >= 1, got {self.num_threads}")
         if self.acceleration_source not in ACCELERATION_SOURCES:

@@ -180,7 +180,7 @@ class IKAgent(AutonomousAgent):
             except ImportError as exc:  # pyzmq is imported when the client is built
                 raise AgentSetupError(f"planner mode 'server' needs pyzmq in the evaluator's Python ({exc})") from exc
         return Planner(backend, seed=config.seed, num_inference_steps=config.num_inference_steps,
-                       num_samples=config.num_samples)
+                       num_samples=config.num_samples, slowest_fraction=config.slowest_fraction)
 
     def _close_planner(self) -> None:
         planner, self._planner, self._runner = self._planner, None, None

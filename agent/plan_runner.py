@@ -49,7 +49,7 @@ class PlanRunner:
         return result
 
     def run_batch(self, requests: Sequence[PlanRequest]) -> list[Plan | PlanError]:
-        """Plans of requests with the same ``settings`` (steps, samples), in one model call.
+        """Plans of requests with the same ``settings`` (steps, samples, slowest fraction), in one model call.
 
         One result per request: its :class:`Plan`, or a :class:`PlanError` when its trajectory is not
         finite. A request that does not fit the model, or a model exception, raises for the batch."""
@@ -59,7 +59,7 @@ class PlanRunner:
         for request in requests:
             request.check(self.geometry)
             if request.settings != settings:
-                raise PlanError(f"a batch needs one (num_inference_steps, num_samples), got {settings} "
+                raise PlanError(f"a batch needs one (num_inference_steps, num_samples, slowest_fraction), got {settings} "
                                 f"and {request.settings}")
         start = time.perf_counter()
         batch = len(requests)
@@ -77,7 +77,7 @@ class PlanRunner:
             )
             generators = [torch.Generator(device=self.device).manual_seed(int(r.seed)) for r in requests]
             output = self.pipeline(inputs, num_inference_steps=settings[0], generator=generators,
-                                   num_samples=settings[1])
+                                   num_samples=settings[1], slowest_fraction=settings[2])
             trajectory = output.trajectory.detach().to("cpu", torch.float64).numpy()
         expected = (batch, self.num_waypoints, 2)
         if trajectory.shape != expected:

@@ -1,4 +1,4 @@
-"""The model server's wire format (protocol version 1), shared by the agent client and the server.
+"""The model server's wire format (protocol version 2), shared by the agent client and the server.
 
 A message is a ZeroMQ multipart message: frame 0 is a UTF-8 JSON header, frames 1.. are the raw
 bytes of C-contiguous numpy arrays whose dtypes and shapes the header lists under ``"arrays"``
@@ -7,10 +7,10 @@ bytes of C-contiguous numpy arrays whose dtypes and shapes the header lists unde
 
 Client -> server:
 
-- ``hello`` ``{"protocol": 1}``: the handshake; the reply says what the server serves (model, device,
+- ``hello`` ``{"protocol": 2}``: the handshake; the reply says what the server serves (model, device,
   geometry, batching limits, pid).
 - ``plan`` ``{"command", "speed", "acceleration", "target_point": [x, y], "seed",
-  "num_inference_steps", "num_samples"}`` with one array: the uint8 images [N_cam, H, W, 3].
+  "num_inference_steps", "num_samples", "slowest_fraction"}`` with one array: the uint8 images [N_cam, H, W, 3].
 
 Server -> client: ``hello``; ``plan`` ``{"timings", "batch_size"}`` with one float64 array, the
 trajectory [T, 2]; or ``error`` ``{"code", "message"}`` where ``code`` is ``"protocol"`` (version
@@ -32,7 +32,7 @@ import numpy as np
 
 from agent.planning import ModelGeometry, Plan, PlanError, PlanRequest
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
 EXIT_ADDRESS_IN_USE = 75  # the server's exit status when another server holds its address
 MAX_HEADER_BYTES = 1 << 16
 ARRAY_DTYPES = ("uint8", "float32", "float64")
@@ -146,6 +146,7 @@ def plan_request(request: PlanRequest, request_id: int) -> List[Any]:
         "seed": int(request.seed),
         "num_inference_steps": request.num_inference_steps,
         "num_samples": int(request.num_samples),
+        "slowest_fraction": float(request.slowest_fraction),
     }
     return encode(header, [request.images])
 
@@ -181,6 +182,7 @@ def parse_plan_request(header: Dict[str, Any], arrays: List[np.ndarray]) -> Plan
         seed=_integer(header, "seed"),
         num_inference_steps=_integer(header, "num_inference_steps", allow_none=True),
         num_samples=_integer(header, "num_samples"),
+        slowest_fraction=_finite(header.get("slowest_fraction"), "slowest_fraction"),
     )
 
 

@@ -72,7 +72,9 @@ class PlanRequest:
         target_point: float64 [2], the route target in the ego frame (m, x forward, y right).
         seed: seed of this request's diffusion noise, 0 <= seed < 2**63.
         num_inference_steps: diffusion steps (None: the model's default).
-        num_samples: diffusion draws averaged into the plan (>= 1).
+        num_samples: diffusion draws reduced to the plan (>= 1).
+        slowest_fraction: the plan is the mean of this share of the draws, the slowest ones (shortest
+            path); 1.0, the default: the mean of all draws (``agent.model.pipeline.reduce_samples``).
     """
 
     images: np.ndarray
@@ -83,6 +85,7 @@ class PlanRequest:
     seed: int
     num_inference_steps: Optional[int] = None
     num_samples: int = 1
+    slowest_fraction: float = 1.0
 
     def check(self, geometry: ModelGeometry) -> None:
         """Raise :class:`PlanError` naming the first field that does not fit ``geometry``."""
@@ -107,11 +110,16 @@ class PlanRequest:
             raise PlanError("num_inference_steps: expected None or an integer >= 1, got {!r}".format(steps))
         if isinstance(self.num_samples, bool) or not isinstance(self.num_samples, int) or self.num_samples < 1:
             raise PlanError("num_samples: expected an integer >= 1, got {!r}".format(self.num_samples))
+        fraction = self.slowest_fraction
+        if (isinstance(fraction, bool) or not isinstance(fraction, (int, float, np.floating))
+                or not 0.0 < fraction <= 1.0):
+            raise PlanError("slowest_fraction: expected a number in (0, 1], got {!r}".format(fraction))
 
     @property
-    def settings(self) -> Tuple[Optional[int], int]:
-        """(num_inference_steps, num_samples): requests batch together only when these agree."""
-        return self.num_inference_steps, self.num_samples
+    def settings(self) -> Tuple[Optional[int], int, float]:
+        """(num_inference_steps, num_samples, slowest_fraction): requests batch together only when
+        these agree."""
+        return self.num_inference_steps, self.num_samples, float(self.slowest_fraction)
 
 
 def plan_seed(route_seed: int, index: int) -> int:
@@ -125,12 +133,13 @@ def plan_seed(route_seed: int, index: int) -> int:
 
 
 def blank_request(geometry: ModelGeometry, seed: int, num_inference_steps: Optional[int],
-                  num_samples: int) -> PlanRequest:
+                  num_samples: int, slowest_fraction: float = 1.0) -> PlanRequest:
     """Grey images, lane follow at rest, a target 10 m ahead: the warm-up request."""
     h, w = geometry.image_size
     return PlanRequest(images=np.zeros((geometry.num_cameras, h, w, 3), dtype=np.uint8), command=4, speed=0.0,
                        acceleration=0.0, target_point=np.array([10.0, 0.0]), seed=seed,
-                       num_inference_steps=num_inference_steps, num_samples=num_samples)
+                       num_inference_steps=num_inference_steps, num_samples=num_samples,
+                       slowest_fraction=slowest_fraction)
 
 
 class Planner:
@@ -141,11 +150,12 @@ class Planner:
     """
 
     def __init__(self, backend: Any, seed: int = 0, num_inference_steps: Optional[int] = None,
-                 num_samples: int = 1) -> None:
+                 num_samples: int = 1, slowest_fraction: float = 1.0) -> None:
         self.backend = backend
         self.seed = int(seed)
         self.num_inference_steps = num_inference_steps
         self.num_samples = int(num_samples)
+        self.slowest_fraction = float(slowest_fraction)
         self.requests = 0
 
     @property
@@ -159,7 +169,8 @@ class Planner:
                               acceleration=float(acceleration),
                               target_point=np.asarray(target_point, dtype=np.float64).reshape(-1),
                               seed=plan_seed(self.seed, self.requests),
-                              num_inference_steps=self.num_inference_steps, num_samples=self.num_samples)
+                              num_inference_steps=self.num_inference_steps, num_samples=self.num_samples,
+                              slowest_fraction=self.slowest_fraction)
         self.requests += 1
         return request
 
@@ -173,7 +184,7 @@ class Planner:
         """One plan on blank inputs, outside the route's seed sequence (first-call allocations happen
         here, and a setting the model rejects, e.g. too many diffusion steps, fails here)."""
         return self.backend.run(blank_request(self.geometry, plan_seed(self.seed, 2 ** 62),
-                                              self.num_inference_steps, self.num_samples))
+                                              self.num_inference_steps, self.num_samples, self.slowest_fraction))
 
     def close(self) -> None:
         self.backend.close()

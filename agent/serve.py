@@ -7,7 +7,7 @@ the wire format is agent/plan_wire.py. Runs in the project's environment (Python
 Dynamic batching: requests that arrive together are planned in one model call. After the first
 request the server waits for more, at most ``--max-wait-ms``, and stops waiting as soon as every
 client seen in the last two seconds has a request in (each agent has at most one request in flight),
-or ``--max-batch`` requests are in. Requests with different (num_inference_steps, num_samples) go
+or ``--max-batch`` requests are in. Requests with different (num_inference_steps, num_samples, slowest_fraction) go
 to separate calls. Each request's diffusion noise comes from its own seed, so batching does not
 change a plan (agent/plan_runner.py).
 

@@ -95,6 +95,8 @@ def test_wrong_types_are_errors_naming_the_key(tmp_path, text, key):
         ("model: m\nrig: five-cams\n", "rig"),
         ("model: m\nplanning_hz: 0\n", "planning_hz"),
         ("model: m\nnum_samples: 0\n", "num_samples"),
+        ("model: m\nslowest_fraction: 0\n", "slowest_fraction"),
+        ("model: m\nslowest_fraction: 1.5\n", "slowest_fraction"),
         ("model: m\nacceleration_source: gps\n", "acceleration_source"),
         ("model: m\nsafety: {max_speed_mps: -1}\n", "safety.max_speed_mps"),
         ("model: m\ncontroller: {max_throttle: 2.0}\n", "max_throttle"),

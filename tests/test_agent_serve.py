@@ -2,6 +2,7 @@
 served plans equal in-process plans, batching keeps each request's plan, handshake and errors,
 one server per address, per-request noise, the wire format and the planner config."""
 
+import dataclasses
 import os
 import signal
 import subprocess
@@ -17,7 +18,7 @@ import torch
 from agent import plan_wire
 from agent.agent_config import ConfigError, agent_config_from_dict
 from agent.plan_client import ServerClient, ServerSetupError
-from agent.planning import PlanError, PlannerUnavailable, PlanRequest, Planner, plan_seed
+from agent.planning import ModelGeometry, PlanError, PlannerUnavailable, PlanRequest, Planner, plan_seed
 
 REPO = Path(__file__).resolve().parents[1]
 MODEL = REPO / "weights" / "ik-tiny"
@@ -135,6 +136,19 @@ def test_the_seed_and_not_the_batch_decides_the_plan(runner):
     np.testing.assert_allclose(together, alone, rtol=0, atol=1e-5)
     other_seed = PlanRequest(**{**a.__dict__, "seed": a.seed + 1})
     assert not np.allclose(runner.run(other_seed).trajectory, alone)
+
+
+def test_slowest_fraction_reaches_the_model_and_splits_batches(runner):
+    request = requests(1, seed=3, num_samples=4)[0]
+    slow = dataclasses.replace(request, slowest_fraction=0.25)
+    mean, slowest = runner.run(request).trajectory, runner.run(slow).trajectory
+
+    def length(t):
+        return float(np.hypot(*np.diff(np.vstack([np.zeros((1, 2)), t]), axis=0).T).sum())
+
+    assert not np.allclose(mean, slowest) and length(slowest) < length(mean)
+    with pytest.raises(PlanError, match="a batch needs one"):
+        runner.run_batch([request, slow])
 
 
 def test_noise_is_drawn_per_generator():
@@ -261,6 +275,10 @@ def test_wire_roundtrip_and_errors():
     assert header["id"] == 9 and parsed.seed == request.seed and parsed.speed == 1.5
     np.testing.assert_array_equal(parsed.images, images)
     assert parsed.target_point.tolist() == [3.0, -1.0] and parsed.num_inference_steps is None
+    assert parsed.slowest_fraction == 1.0 and parsed.settings == (None, 2, 1.0)
+    half = dataclasses.replace(request, slowest_fraction=0.5)
+    parsed = plan_wire.parse_plan_request(*plan_wire.decode([bytes(f) for f in plan_wire.plan_request(half, 2)]))
+    assert parsed.slowest_fraction == 0.5 and parsed.settings == (None, 2, 0.5)
     frames = [bytes(f) for f in plan_wire.plan_request(request, 1)]
     with pytest.raises(plan_wire.WireError, match="array 0: 71 bytes"):
         plan_wire.decode([frames[0], frames[1][:-1]])
@@ -272,6 +290,14 @@ def test_wire_roundtrip_and_errors():
                             "target_point": [1.0, 0.0], "seed": 1, "num_samples": 1}, [images])
     with pytest.raises(plan_wire.WireError, match="speed: expected a finite number"):
         plan_wire.parse_plan_request(*plan_wire.decode(bad))
+    old_client = plan_wire.encode({"kind": "plan", "id": 1, "command": 4, "speed": 1.0, "acceleration": 0.0,
+                                   "target_point": [1.0, 0.0], "seed": 1, "num_samples": 1}, [images])
+    with pytest.raises(plan_wire.WireError, match="slowest_fraction: expected a finite number, got None"):
+        plan_wire.parse_plan_request(*plan_wire.decode(old_client))
+    for fraction in (0.0, 1.5, True):
+        with pytest.raises(PlanError, match="slowest_fraction"):
+            dataclasses.replace(request, slowest_fraction=fraction).check(
+                ModelGeometry(num_cameras=2, image_size=(3, 4), num_waypoints=6, waypoint_dt=0.5))
 
 
 @pytest.mark.parametrize("address,ok", [("ipc:///tmp/a.sock", True), ("tcp://127.0.0.1:5555", True),

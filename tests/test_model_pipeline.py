@@ -253,6 +253,48 @@ def test_num_samples_averages_diffusion_draws(ik_model, shortcut_model):
     assert torch.equal(sc(sc_inputs, num_samples=4).trajectory, sc(sc_inputs).trajectory)
 
 
+def test_reduce_samples_keeps_the_slowest_draws():
+    from agent.model.pipeline import reduce_samples
+
+    t = torch.arange(1, 7, dtype=torch.float32)
+    speeds = torch.tensor([4.0, 1.0, 3.0, 2.0])  # m per waypoint; draw 1 is the slowest
+    lateral = torch.tensor([0.0, 1.0, -1.0, 2.0])
+    samples = torch.stack([torch.stack([v * t, torch.full_like(t, y)], dim=-1) for v, y in zip(speeds, lateral)])[None]
+    assert torch.equal(reduce_samples(samples, 1.0), samples.mean(dim=1))  # the default: every draw
+    assert torch.allclose(reduce_samples(samples, 0.5), samples[:, [1, 3]].mean(dim=1))  # speeds 1 and 2
+    assert torch.equal(reduce_samples(samples, 0.25), samples[:, 1])
+    assert torch.equal(reduce_samples(samples, 0.3), reduce_samples(samples, 0.5))  # ceil(0.3 x 4) = 2 draws
+    # Inputs of a batch are reduced independently.
+    both = torch.cat([samples, samples.flip(1)])
+    assert torch.equal(reduce_samples(both, 0.25), samples[:, 1].expand(2, -1, -1))
+    for bad in (0.0, 1.5, True, "half"):
+        with pytest.raises(ValueError, match="slowest_fraction"):
+            reduce_samples(samples, bad)
+
+
+def test_the_pipeline_reduces_its_draws_with_slowest_fraction(ik_model, monkeypatch):
+    import agent.model.pipeline as pipeline_module
+
+    pipe = build_pipeline(ik_model)
+    inputs = make_inputs(ik_model.config, 2)
+
+    def plan(**kw):
+        return pipe(inputs, generator=torch.Generator().manual_seed(7), num_samples=4, **kw).trajectory
+
+    mean = plan()
+    assert torch.equal(plan(slowest_fraction=1.0), mean)
+    seen = []
+    original = pipeline_module.reduce_samples
+    monkeypatch.setattr(pipeline_module, "reduce_samples", lambda x, f: seen.append((x.clone(), f)) or original(x, f))
+    slow = plan(slowest_fraction=0.25)
+    (draws, fraction), = seen
+    assert draws.shape == (2, 4, 6, 2) and fraction == 0.25
+    assert torch.allclose(draws.mean(dim=1), mean, atol=1e-5)  # the same four draws
+    assert torch.equal(slow, original(draws, 0.25)) and not torch.allclose(slow, mean)
+    with pytest.raises(ValueError, match="slowest_fraction"):
+        pipe(inputs, num_samples=4, slowest_fraction=0.0)
+
+
 def test_decode_is_the_ik_half_of_the_pipeline(ik_model):
     pipe = build_pipeline(ik_model)
     inputs = make_inputs(ik_model.config, 2)

@@ -9,6 +9,7 @@ both pipelines have the same call and return a :class:`PlanOutput`::
 
 from __future__ import annotations
 
+import math
 import numbers
 import os
 import time
@@ -54,6 +55,31 @@ def _check_steps(steps: object, maximum: int | None) -> int:
     return int(steps)
 
 
+def _check_fraction(slowest_fraction: object) -> float:
+    """``slowest_fraction`` as a float; ``ValueError`` unless it is a number in (0, 1]."""
+    if (isinstance(slowest_fraction, bool) or not isinstance(slowest_fraction, numbers.Real)
+            or not 0.0 < float(slowest_fraction) <= 1.0):
+        raise ValueError(f"slowest_fraction: must be a number in (0, 1], got {slowest_fraction!r}")
+    return float(slowest_fraction)
+
+
+def reduce_samples(samples: torch.Tensor, slowest_fraction: float = 1.0) -> torch.Tensor:
+    """The plan of S diffusion draws per input: ``samples`` [B, S, T, 2] (m, ego frame) -> [B, T, 2].
+
+    The mean of the ``ceil(slowest_fraction * S)`` draws whose path is shortest (arc length from
+    the ego through the T waypoints, i.e. the slowest plans; ties keep the earlier draw). With 1.0
+    (or one draw) it is the plain mean of all draws.
+    """
+    s = samples.shape[1]
+    keep = max(1, math.ceil(_check_fraction(slowest_fraction) * s - 1e-9))
+    if keep >= s:
+        return samples.mean(dim=1)
+    origin = samples.new_zeros(samples.shape[0], s, 1, 2)
+    length = torch.cat([origin, samples], dim=2).diff(dim=2).norm(dim=-1).sum(dim=-1)  # [B, S] m
+    chosen = length.argsort(dim=1, stable=True)[:, :keep]  # [B, keep]
+    return samples.gather(1, chosen[:, :, None, None].expand(-1, -1, *samples.shape[2:])).mean(dim=1)
+
+
 def _check_samples(num_samples: object) -> int:
     """``num_samples`` as an int; ``ValueError`` unless it is an integer >= 1."""
     if isinstance(num_samples, bool) or not isinstance(num_samples, numbers.Integral) or num_samples < 1:
@@ -90,19 +116,23 @@ class _PipelineBase:
         num_inference_steps: int | None = None,
         generator: torch.Generator | None = None,
         num_samples: int = 1,
+        slowest_fraction: float = 1.0,
     ) -> PlanOutput:
-        """Plan for a batch. ``num_samples``: trajectories drawn per input and averaged (the
-        diffusion decoder's plans vary with the initial noise; a deterministic head ignores it)."""
+        """Plan for a batch. ``num_samples``: trajectories drawn per input (the diffusion decoder's
+        plans vary with the initial noise; a deterministic head ignores it), reduced to one by
+        :func:`reduce_samples` with ``slowest_fraction`` (1.0: their mean)."""
         num_samples = _check_samples(num_samples)
+        slowest_fraction = _check_fraction(slowest_fraction)
         was_training = self.model.training
         self.model.eval()
         try:
             with torch.inference_mode():
-                return self._plan(inputs, num_inference_steps, generator, num_samples)
+                return self._plan(inputs, num_inference_steps, generator, num_samples, slowest_fraction)
         finally:
             self.model.train(was_training)
 
-    def _plan(self, inputs, num_inference_steps, generator, num_samples) -> PlanOutput:  # pragma: no cover - abstract
+    def _plan(self, inputs, num_inference_steps, generator, num_samples,
+              slowest_fraction) -> PlanOutput:  # pragma: no cover - abstract
         raise NotImplementedError
 
 
@@ -117,7 +147,8 @@ class IKDrivePipeline(_PipelineBase):
     Without a generator the global torch RNG is used. A list of B generators, one per input, draws
     each input's noise from its own generator: an input's plan is then the same whatever it is
     batched with (up to float rounding of the batched matrix products). With ``num_samples`` S > 1 the IK net denoises
-    S noise draws per input in one batch (encoder and VLA run once) and the plan is their mean.
+    S noise draws per input in one batch (encoder and VLA run once) and the plan is their mean, or with
+    ``slowest_fraction`` < 1 the mean of the slowest of them (:func:`reduce_samples`).
     """
 
     def __init__(self, model: IKDriveModel, scheduler=None) -> None:
@@ -126,7 +157,7 @@ class IKDrivePipeline(_PipelineBase):
         super().__init__(model)
         self.scheduler = scheduler if scheduler is not None else build_inference_scheduler(model.config.ik_net)
 
-    def _plan(self, inputs, num_inference_steps, generator, num_samples) -> PlanOutput:
+    def _plan(self, inputs, num_inference_steps, generator, num_samples, slowest_fraction) -> PlanOutput:
         model = self.model
         steps = self._steps(num_inference_steps)
         watch = _Stopwatch(self.device)
@@ -136,7 +167,7 @@ class IKDrivePipeline(_PipelineBase):
         input_ids, attention_mask = model.tokenize(inputs)
         future = model.vla(input_ids, attention_mask, current, model.prompt_status(inputs))  # [B, F K, D]
         watch.mark("vla")
-        trajectory = self._decode(current, future, steps, generator, num_samples)  # [B, T, 2]
+        trajectory = self._decode(current, future, steps, generator, num_samples, slowest_fraction)  # [B, T, 2]
         watch.mark("ik_net")
         return PlanOutput(trajectory=trajectory.float(), future_tokens=future.float(), timings=watch.finish())
 
@@ -147,19 +178,20 @@ class IKDrivePipeline(_PipelineBase):
         num_inference_steps: int | None = None,
         generator: torch.Generator | None = None,
         num_samples: int = 1,
+        slowest_fraction: float = 1.0,
     ) -> torch.Tensor:
         """The IK net alone: trajectory [B, T, 2] (m, ego frame) from given current and future
         tokens ([B, K, D] and [B, F K, D]), e.g. to plan with other future tokens than the VLA's."""
         with torch.inference_mode():
             return self._decode(current_tokens, future_tokens, self._steps(num_inference_steps), generator,
-                                _check_samples(num_samples))
+                                _check_samples(num_samples), _check_fraction(slowest_fraction))
 
     def _steps(self, num_inference_steps: int | None) -> int:
         ik = self.model.config.ik_net
         return _check_steps(ik.num_inference_steps if num_inference_steps is None else num_inference_steps,
                             ik.num_train_timesteps)
 
-    def _decode(self, current, future, steps, generator, num_samples) -> torch.Tensor:
+    def _decode(self, current, future, steps, generator, num_samples, slowest_fraction) -> torch.Tensor:
         ik_net = self.model.ik_net
         batch = current.shape[0]
         memory = ik_net.encode_memory(current, future)  # [B, (1+F) K, W], shared by all steps
@@ -169,7 +201,7 @@ class IKDrivePipeline(_PipelineBase):
             lambda x, t: ik_net.denoise(x, t, None, memory_kv=kv), self.scheduler, shape, steps, generator, self.device
         )  # [B S, T, 2] normalised
         samples = self.model.normalizer.unnormalize(x0)  # [B S, T, 2] m, ego frame
-        return samples.view(batch, num_samples, *samples.shape[1:]).mean(dim=1)  # [B, T, 2]
+        return reduce_samples(samples.view(batch, num_samples, *samples.shape[1:]), slowest_fraction)  # [B, T, 2]
 
 
 class ShortcutPipeline(_PipelineBase):
@@ -185,7 +217,7 @@ class ShortcutPipeline(_PipelineBase):
             raise TypeError(f"model: expected ShortcutModel, got {type(model).__name__}")
         super().__init__(model)
 
-    def _plan(self, inputs, num_inference_steps, generator, num_samples) -> PlanOutput:
+    def _plan(self, inputs, num_inference_steps, generator, num_samples, slowest_fraction) -> PlanOutput:
         if num_inference_steps is not None:
             _check_steps(num_inference_steps, None)
         model = self.model
