@@ -31,19 +31,18 @@ class CompareError(ValueError):
     """The run folders cannot be compared (unreadable, unfinished, or not covering the same routes)."""
 
 
-def seed_summary(metrics: "Metrics", records: Sequence[Mapping[str, Any]] = ()) -> dict[str, Any]:
-    """One seed's evaluation: DS and RC (%), successes, ``[successes, routes]`` per ability with
-    routes, the status counts and, given the ``records``, each route's DS (``route_ds``, by route id)."""
-    out: dict[str, Any] = {
+def seed_summary(metrics: "Metrics", records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """One seed's evaluation from its metrics and route records: DS and RC (%), successes,
+    ``[successes, routes]`` per ability with routes, the status counts and each route's DS
+    (``route_ds``, by route id)."""
+    return {
         "ds": round(float(metrics.driving_score), 2),
         "rc": round(float(metrics.route_completion), 2),
         "success": metrics.n_success,
         "abilities": {k: [a.n_success, a.n_routes] for k, a in metrics.abilities.items() if a.n_routes},
         "statuses": dict(metrics.status_counts),
+        "route_ds": {str(r["route_id"]): round(float(r["scores"]["score_composed"]), 2) for r in records},
     }
-    if records:
-        out["route_ds"] = {str(r["route_id"]): round(float(r["scores"]["score_composed"]), 2) for r in records}
-    return out
 
 
 def summarize(per_seed: Mapping[str, Mapping[str, Any]], runs: Mapping[str, str] | None = None) -> dict[str, Any]:
@@ -80,7 +79,7 @@ def per_route_table(models: Mapping[str, Mapping[str, Any]]) -> str:
     route_ids: list[str] = []
     for r in models.values():
         for d in r["per_seed"].values():
-            for rid in d.get("route_ds", {}):
+            for rid in d.get("route_ds", {}):  # dagger.json states of earlier loops lack route_ds
                 if rid not in route_ids:
                     route_ids.append(rid)
     lines = ["| route | " + " | ".join(models) + " |", "|---|" + "---:|" * len(models)]
